@@ -1,0 +1,51 @@
+"""Run-time settings shared by notebooks and library: seeding, device choice, thread count."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+__all__ = ["seed_everything", "resolve_device", "set_threads"]
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) from one integer.
+
+    With ``deterministic=True`` torch is asked for deterministic kernels (``warn_only`` so that a CUDA op
+    without a deterministic variant warns instead of failing); on CPU the demo then reruns bit-identically
+    for a fixed thread count (see :func:`set_threads`).
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU. ``"cuda"`` without a GPU raises a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device={device!r} was asked for, but torch sees no CUDA GPU "
+            f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}). "
+            "Use device='cpu' (the demo profile does), or install a CUDA build of torch that matches the "
+            "server's driver (see README, 'Running the paper profile on a GPU server')."
+        )
+    return dev
+
+
+def set_threads(n: int | None) -> int:
+    """Fix torch's intra-op thread count (results on CPU depend on it bit-for-bit). ``None``/0 keeps it."""
+    if n:
+        torch.set_num_threads(int(n))
+    return torch.get_num_threads()
