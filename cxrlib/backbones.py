@@ -1,0 +1,546 @@
+"""Backbones through open_clip: general CLIP, BiomedCLIP, any ``hf-hub:`` / ``local-dir:`` model, and the demo.
+
+Accepted names for :func:`load_backbone`:
+
+===============  ===========================================================================================
+name             what loads
+===============  ===========================================================================================
+``clip``         ViT-B/16 with OpenAI's CLIP weights (open_clip ``ViT-B-16`` / ``openai``), context 77
+``biomedclip``   ``hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224``: ViT-B/16 image tower,
+                 PubMedBERT text tower, context length 256, embedding dim 512
+``hf-hub:ORG/M`` any open_clip model on the Hugging Face hub (needs internet or a warm HF cache)
+``local-dir:P``  an open_clip bundle in folder P (``open_clip_config.json`` + weights); P relative to the
+                 repo root or absolute. A bundle whose text tower is a Hugging Face model (BiomedCLIP) works
+                 offline when the folder also holds that model's ``config.json`` and tokenizer files
+                 (:func:`export_bundle` writes such a folder)
+``demo``         the demo profile's small open_clip model, pretrained with the CLIP loss on the SYNTHETIC
+                 phantom pretraining pool (:func:`build_demo_backbones` makes it)
+``demo-random``  the same architecture with random weights: the chance reference
+===============  ===========================================================================================
+
+Offline with no cached weights, loading fails with :class:`WeightsUnavailableError`, whose message says how
+to make the weights available.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cxrlib.paths import cache_dir, resolve
+
+__all__ = [
+    "ALIASES",
+    "DEMO_NAMES",
+    "DEMO_MODEL_CFG",
+    "Backbone",
+    "WeightsUnavailableError",
+    "load_backbone",
+    "resolve_spec",
+    "state_dict_checksum",
+    "save_bundle",
+    "export_bundle",
+    "demo_bundle_dir",
+    "build_demo_backbones",
+]
+
+log = logging.getLogger(__name__)
+
+#: Friendly names -> (open_clip model name, pretrained tag or None).
+ALIASES: dict[str, tuple[str, str | None]] = {
+    "clip": ("ViT-B-16", "openai"),
+    "biomedclip": ("hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224", None),
+}
+DEMO_NAMES: tuple[str, ...] = ("demo", "demo-random")
+
+#: The demo architecture: a small ViT and text transformer (open_clip's built-in towers, CLIP BPE tokenizer).
+#: Vision: a small ModifiedResNet (CLIP's ResNet with attention pooling) at 64 px, which learns much faster
+#: from a few hundred pairs than a ViT; subtle findings (a 6 mm nodule) are near the limit of what 64 px
+#: shows, which keeps the demo task hard. Text: a 2-layer transformer, context 96 (median report: 48 tokens).
+DEMO_MODEL_CFG: dict = {
+    "embed_dim": 128,
+    "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "head_width": 32},
+    "text_cfg": {"context_length": 96, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 2},
+}
+#: Grayscale radiographs: one mean/std repeated over the three channels.
+DEMO_PREPROCESS_CFG: dict = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "interpolation": "bicubic"}
+
+
+class WeightsUnavailableError(RuntimeError):
+    """The weights (or a config the model needs) cannot be found offline; the message says how to fix it."""
+
+
+@dataclass
+class Backbone:
+    """A loaded open_clip model with what extraction needs.
+
+    Attributes:
+        name: what the user asked for (``"biomedclip"``, ``"demo"``, ``"local-dir:..."``).
+        spec: the open_clip identifier that was loaded.
+        model: the open_clip model, in eval mode, on ``device``.
+        preprocess: open_clip's evaluation transform (PIL image -> (3, S, S) tensor).
+        tokenizer: callable ``list[str] -> LongTensor (B, context_length)``.
+        image_size: side S of the model's input.
+        mean, std: per-channel normalisation of the image tower.
+        context_length: the text tower's token limit (longer reports are truncated).
+        embed_dim: dimension of the joint embedding.
+        weights_id: what identifies the weights: ``name@sha256:<first 16 hex>`` of the state dict.
+        logit_scale: the model's learned CLIP temperature, exp(logit_scale).
+    """
+
+    name: str
+    spec: str
+    model: torch.nn.Module
+    preprocess: Callable
+    tokenizer: Callable
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    context_length: int
+    embed_dim: int
+    weights_id: str
+    device: torch.device
+    logit_scale: float
+    info: dict = field(default_factory=dict)
+
+    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W) grayscale (from the image cache) -> normalised float (B, 3, S, S) on ``device``.
+
+        Square cache images are resized to S with bicubic antialiasing when H != S (the cache already did the
+        aspect rule); the gray channel is repeated three times and normalised with the tower's mean/std.
+        """
+        if images.ndim != 3:
+            raise ValueError(f"expected uint8 images of shape (B, H, W), got {tuple(images.shape)}")
+        x = images.to(self.device, non_blocking=True).float().div_(255.0).unsqueeze(1)
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", antialias=True)
+            x = x.clamp_(0.0, 1.0)
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        return (x.expand(-1, 3, -1, -1) - mean) / std
+
+    def describe(self) -> dict:
+        """JSON-able record of what was loaded (stored with every embedding file)."""
+        return {
+            "name": self.name,
+            "spec": self.spec,
+            "weights_id": self.weights_id,
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "context_length": self.context_length,
+            "embed_dim": self.embed_dim,
+            **self.info,
+        }
+
+
+# --------------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------------
+def state_dict_checksum(model: torch.nn.Module) -> str:
+    """sha256 over the sorted state dict (names, dtypes, shapes, bytes): identifies weights wherever they came from."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def demo_bundle_dir(name: str) -> Path:
+    """Where the demo bundles live: ``<cache>/models/<name>``."""
+    if name not in DEMO_NAMES:
+        raise ValueError(f"{name!r} is not a demo backbone; choose from {DEMO_NAMES}")
+    return cache_dir("models", name if name != "demo" else "demo-pretrained")
+
+
+def resolve_spec(name: str) -> tuple[str, str | None]:
+    """Friendly name -> (open_clip identifier, pretrained tag). Raises ValueError for an unknown name."""
+    if name in ALIASES:
+        return ALIASES[name]
+    if name in DEMO_NAMES:
+        return f"local-dir:{demo_bundle_dir(name)}", None
+    if name.startswith("local-dir:"):
+        return f"local-dir:{resolve(name[len('local-dir:'):])}", None
+    if name.startswith("hf-hub:"):
+        return name, None
+    raise ValueError(
+        f"unknown backbone {name!r}. Use one of {sorted(ALIASES)} , {list(DEMO_NAMES)}, "
+        "'hf-hub:<org>/<model>' or 'local-dir:<folder with open_clip_config.json>'."
+    )
+
+
+def _how_to_fix(name: str, spec: str) -> str:
+    lines = [
+        f"Could not load the weights of backbone {name!r} ({spec}) — this machine is offline or the files are "
+        "not cached. To make them available:",
+        "  1. On a machine with internet, warm the Hugging Face cache:",
+        f"       python -m cxrlib.backbones --warm {name}",
+        "     then copy the cache folder (HF_HOME, default ~/.cache/huggingface) to this machine and run with "
+        "HF_HUB_OFFLINE=1; or",
+        "  2. export a self-contained open_clip bundle and use it as 'local-dir:<folder>':",
+        f"       python -m cxrlib.backbones --export {name} models/{name.replace(':', '_').replace('/', '_')}",
+    ]
+    if "BiomedCLIP" in spec or name == "biomedclip":
+        lines.append(
+            "  BiomedCLIP's text tower (PubMedBERT) also needs its Hugging Face config and tokenizer files "
+            "(microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract): --warm fetches them into the cache, and "
+            "--export copies them into the bundle, whose open_clip_config.json then points the text tower at "
+            "the bundle folder (hf_model_name) with hf_model_pretrained=false."
+        )
+    if name in DEMO_NAMES:
+        lines = [
+            f"The demo backbone {name!r} has not been built yet (expected a bundle in {spec[len('local-dir:'):]}).",
+            "Run notebooks/02_baseline_evaluation.ipynb, which builds it from the phantom pretraining pool, or "
+            "call cxrlib.backbones.build_demo_backbones(manifest, image_cache).",
+        ]
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _quiet_hf_logging():
+    loggers = [logging.getLogger(n) for n in ("root", "open_clip", "huggingface_hub", "transformers")]
+    old = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.level, logging.ERROR))
+    try:
+        yield
+    finally:
+        for lg, lvl in zip(loggers, old, strict=True):
+            lg.setLevel(lvl)
+
+
+def _local_text_override(bundle: Path) -> dict | None:
+    """For a bundle with a Hugging Face text tower, point that tower at the bundle's own config files."""
+    cfg = json.loads((bundle / "open_clip_config.json").read_text())
+    text_cfg = dict(cfg.get("model_cfg", cfg).get("text_cfg", {}))
+    if "hf_model_name" not in text_cfg:
+        return None
+    if (bundle / "config.json").is_file():
+        text_cfg["hf_model_name"] = str(bundle)
+        text_cfg["hf_model_pretrained"] = False  # the bundle's weights file holds the text tower too
+        return text_cfg
+    hf = Path(str(text_cfg["hf_model_name"]))
+    if not hf.is_absolute() and (bundle / hf).is_dir():
+        text_cfg["hf_model_name"] = str(bundle / hf)
+        text_cfg["hf_model_pretrained"] = False
+        return text_cfg
+    return None
+
+
+# --------------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------------
+def load_backbone(name: str, device: str | torch.device = "cpu", precision: str = "fp32") -> Backbone:
+    """Load a backbone by name (see the module docstring). Returns a :class:`Backbone` in eval mode.
+
+    Raises:
+        ValueError: unknown name.
+        WeightsUnavailableError: weights or configs cannot be found (offline, not cached, demo not built).
+    """
+    import open_clip
+
+    spec, pretrained = resolve_spec(name)
+    dev = torch.device(device)
+    model_kwargs: dict = {}
+    if spec.startswith("local-dir:"):
+        bundle = Path(spec[len("local-dir:") :])
+        if not (bundle / "open_clip_config.json").is_file():
+            raise WeightsUnavailableError(
+                _how_to_fix(name, spec)
+                if name in DEMO_NAMES
+                else f"no open_clip bundle at {bundle}: expected {bundle / 'open_clip_config.json'} and a weights "
+                "file (open_clip_model.safetensors or open_clip_pytorch_model.bin)."
+            )
+        override = _local_text_override(bundle)
+        if override is not None:
+            model_kwargs["text_cfg"] = override
+    try:
+        with _quiet_hf_logging():
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec, pretrained=pretrained, device=dev, precision=precision, **model_kwargs
+            )
+            tokenizer = open_clip.get_tokenizer(spec)
+    except (OSError, RuntimeError, ValueError) as exc:
+        msg = str(exc)
+        offline_markers = (
+            "offline",
+            "connect",
+            "resolve",
+            "not found",
+            "Failed initial config",
+            "Failed to download",
+            "LocalEntryNotFound",
+            "couldn't",
+            "does not appear to have",
+            "No such file",
+            "Temporary failure",
+            "Network",
+        )
+        if any(m.lower() in msg.lower() for m in offline_markers):
+            raise WeightsUnavailableError(_how_to_fix(name, spec) + f"\n(underlying error: {msg[:300]})") from exc
+        raise
+    model.eval()
+    pp = open_clip.get_model_preprocess_cfg(model)
+    size = pp.get("size", 224)
+    size = int(size[0] if isinstance(size, (tuple, list)) else size)
+    ctx = int(getattr(tokenizer, "context_length", 77))
+    with torch.no_grad():
+        probe = model.encode_text(tokenizer(["probe"]).to(dev))
+    checksum = state_dict_checksum(model)
+    ls = getattr(model, "logit_scale", None)
+    logit_scale = float(ls.exp().item()) if isinstance(ls, torch.Tensor) else float("nan")
+    info: dict = {}
+    if spec.startswith("local-dir:"):
+        meta = Path(spec[len("local-dir:") :]) / "cxrlib_bundle.json"
+        if meta.is_file():
+            b = json.loads(meta.read_text())
+            info["bundle"] = {k: v for k, v in b.items() if k not in ("history", "architecture")}
+    return Backbone(
+        name=name,
+        spec=spec if not spec.startswith("local-dir:") else f"local-dir:{_display_path(spec)}",
+        model=model,
+        preprocess=preprocess,
+        tokenizer=tokenizer,
+        image_size=size,
+        mean=tuple(float(m) for m in pp.get("mean", (0.48145466, 0.4578275, 0.40821073))),
+        std=tuple(float(s) for s in pp.get("std", (0.26862954, 0.26130258, 0.27577711))),
+        context_length=ctx,
+        embed_dim=int(probe.shape[-1]),
+        weights_id=f"{name}@sha256:{checksum[:16]}",
+        device=dev,
+        logit_scale=logit_scale,
+        info=info,
+    )
+
+
+def _display_path(spec: str) -> str:
+    from cxrlib.paths import relative_to_repo
+
+    return relative_to_repo(spec[len("local-dir:") :])
+
+
+# --------------------------------------------------------------------------------------------------------
+# Bundles
+# --------------------------------------------------------------------------------------------------------
+def save_bundle(
+    model: torch.nn.Module, model_cfg: dict, preprocess_cfg: dict, out_dir: str | Path, meta: dict | None = None
+) -> Path:
+    """Write an open_clip ``local-dir:`` bundle: ``open_clip_config.json`` + ``open_clip_model.safetensors``.
+
+    ``meta`` (JSON-able) goes to ``cxrlib_bundle.json`` beside them (how the weights were made).
+    """
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
+    (out / "open_clip_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "open_clip_model.safetensors"))
+    if meta is not None:
+        (out / "cxrlib_bundle.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return out
+
+
+def export_bundle(name: str, out_dir: str | Path) -> Path:
+    """Export a loadable backbone as a self-contained ``local-dir:`` bundle (run where the weights are available).
+
+    For a model with a Hugging Face text tower (BiomedCLIP), the tower's ``config.json`` and tokenizer files are
+    saved into the bundle too, so it loads offline. Returns the bundle folder.
+    """
+    import open_clip
+
+    bb = load_backbone(name)
+    spec, pretrained = resolve_spec(name)
+    if spec.startswith("hf-hub:"):
+        from open_clip.factory import _get_hf_config
+
+        full = _get_hf_config(spec[len("hf-hub:") :])
+        model_cfg, pp_cfg = full["model_cfg"], full.get("preprocess_cfg", {})
+    elif spec.startswith("local-dir:"):
+        full = json.loads((Path(spec[len("local-dir:") :]) / "open_clip_config.json").read_text())
+        model_cfg, pp_cfg = full["model_cfg"], full.get("preprocess_cfg", {})
+    else:
+        model_cfg = open_clip.get_model_config(spec)
+        pp_cfg = {"mean": list(bb.mean), "std": list(bb.std)}
+    out = Path(out_dir)
+    text = getattr(bb.model, "text", None)
+    hf_tower = getattr(text, "transformer", None)
+    if "hf_model_name" in model_cfg.get("text_cfg", {}) and hf_tower is not None:
+        hf_tower.config.save_pretrained(out)
+        tok = getattr(bb.tokenizer, "tokenizer", None)
+        if tok is not None:
+            tok.save_pretrained(out)
+        model_cfg = json.loads(json.dumps(model_cfg))
+        model_cfg["text_cfg"]["hf_tokenizer_name"] = model_cfg["text_cfg"].get("hf_tokenizer_name", "") or "."
+    meta = {"exported_from": name, "spec": spec, "pretrained": pretrained, "weights_id": bb.weights_id}
+    return save_bundle(bb.model, model_cfg, pp_cfg, out, meta=meta)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The demo backbones
+# --------------------------------------------------------------------------------------------------------
+def _demo_key(data_hash: str, seed: int, epochs: int, batch_size: int, lr: float) -> str:
+    blob = json.dumps(
+        {"cfg": DEMO_MODEL_CFG, "pp": DEMO_PREPROCESS_CFG, "data": data_hash, "seed": seed, "epochs": epochs,
+         "batch_size": batch_size, "lr": lr, "v": 1},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _bundle_key(path: Path) -> str | None:
+    meta = path / "cxrlib_bundle.json"
+    if not meta.is_file() or not (path / "open_clip_model.safetensors").is_file():
+        return None
+    return json.loads(meta.read_text()).get("key")
+
+
+def build_demo_backbones(
+    manifest,
+    image_cache,
+    seed: int = 0,
+    epochs: int = 15,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    force: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Build (or reuse) the two demo bundles: ``demo`` (pretrained) and ``demo-random`` (chance reference).
+
+    ``demo`` is trained with open_clip's CLIP loss on the manifest rows with ``split == "pretrain"`` — the
+    phantom's reserved pool, whose patients never appear in train/val/test — so it stands in for a foundation
+    model that has seen chest X-rays but was never trained for normal/abnormal retrieval. Training is
+    deterministic on CPU for a fixed seed and thread count. A bundle is reused when its key (architecture,
+    data, seed and hyper-parameters) matches; ``force=True`` rebuilds.
+
+    Args:
+        manifest: the manifest (rows with ``split == "pretrain"`` are used).
+        image_cache: a :class:`cxrlib.data.images.ImageCache` holding those rows.
+
+    Returns:
+        ``{"demo": Path, "demo-random": Path, "history": list[dict], "seconds": float, "reused": bool}``.
+    """
+    import open_clip
+    from open_clip.loss import ClipLoss
+    from tqdm.auto import tqdm
+
+    from cxrlib.data.manifest import manifest_hash
+    from cxrlib.runtime import seed_everything
+
+    pool = manifest[manifest["split"] == "pretrain"].reset_index(drop=True)
+    if len(pool) < batch_size:
+        raise ValueError(
+            f"the demo backbone is pretrained on rows with split == 'pretrain', but the manifest has {len(pool)} "
+            f"(need at least batch_size={batch_size}). Use the phantom dataset (it reserves a pretraining pool)."
+        )
+    key = _demo_key(manifest_hash(pool, ("image_id", "text")) + image_cache.content_hash, seed, epochs, batch_size, lr)
+    out_pre, out_rand = demo_bundle_dir("demo"), demo_bundle_dir("demo-random")
+    if not force and _bundle_key(out_pre) == key and _bundle_key(out_rand) == key:
+        hist = json.loads((out_pre / "cxrlib_bundle.json").read_text()).get("history", [])
+        return {"demo": out_pre, "demo-random": out_rand, "history": hist, "seconds": 0.0, "reused": True}
+
+    t0 = time.perf_counter()
+    seed_everything(seed)
+    model = _create_demo_model()
+    meta_base = {"key": key, "architecture": DEMO_MODEL_CFG, "seed": seed, "synthetic_data": True}
+    save_bundle(model, DEMO_MODEL_CFG, DEMO_PREPROCESS_CFG, out_rand, meta={**meta_base, "weights": "random init"})
+
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{out_rand}")
+    # unique texts tokenized once
+    texts, text_idx = np.unique(pool["text"].to_numpy().astype(str), return_inverse=True)
+    tokens = tokenizer(list(texts))
+    images = torch.from_numpy(image_cache.get(pool["image_id"].tolist()))
+    bb_stub = Backbone(
+        name="demo", spec="", model=model, preprocess=None, tokenizer=tokenizer,
+        image_size=DEMO_MODEL_CFG["vision_cfg"]["image_size"], mean=tuple(DEMO_PREPROCESS_CFG["mean"]),
+        std=tuple(DEMO_PREPROCESS_CFG["std"]), context_length=DEMO_MODEL_CFG["text_cfg"]["context_length"],
+        embed_dim=DEMO_MODEL_CFG["embed_dim"], weights_id="", device=torch.device("cpu"), logit_scale=0.0,
+    )
+    x_all = torch.cat([bb_stub.prepare_images(images[i : i + 256]) for i in range(0, len(images), 256)])
+    loss_fn = ClipLoss()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    steps_per_epoch = len(pool) // batch_size
+    total = epochs * steps_per_epoch
+    warm = max(1, steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / max(1, total))))
+    )
+    gen = torch.Generator().manual_seed(seed)
+    history = []
+    model.train()
+    bar = tqdm(range(epochs), desc="pretraining demo backbone (CLIP loss, synthetic pool)", disable=not progress)
+    for ep in bar:
+        perm = torch.randperm(len(pool), generator=gen)
+        losses = []
+        for s in range(steps_per_epoch):
+            idx = perm[s * batch_size : (s + 1) * batch_size]
+            img_f = model.encode_image(x_all[idx], normalize=True)
+            txt_f = model.encode_text(tokens[torch.from_numpy(text_idx[idx.numpy()])], normalize=True)
+            loss = loss_fn(img_f, txt_f, model.logit_scale.exp())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, np.log(100))
+            losses.append(float(loss))
+        history.append({"epoch": ep + 1, "clip_loss": float(np.mean(losses)), "logit_scale": float(model.logit_scale.exp())})
+        bar.set_postfix(loss=f"{history[-1]['clip_loss']:.3f}")
+    model.eval()
+    seconds = time.perf_counter() - t0
+    save_bundle(
+        model,
+        DEMO_MODEL_CFG,
+        DEMO_PREPROCESS_CFG,
+        out_pre,
+        meta={**meta_base, "weights": "CLIP-loss pretraining on the phantom pretraining pool", "epochs": epochs,
+              "batch_size": batch_size, "lr": lr, "n_pairs": len(pool), "history": history,
+              "seconds": round(seconds, 1)},
+    )
+    return {"demo": out_pre, "demo-random": out_rand, "history": history, "seconds": seconds, "reused": False}
+
+
+def _create_demo_model() -> torch.nn.Module:
+    from open_clip.model import CLIP
+
+    cfg = json.loads(json.dumps(DEMO_MODEL_CFG))
+    return CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"], text_cfg=cfg["text_cfg"])
+
+
+# --------------------------------------------------------------------------------------------------------
+# Command line: warm the cache / export a bundle on a machine with internet
+# --------------------------------------------------------------------------------------------------------
+def _main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m cxrlib.backbones", description=__doc__.split("\n")[0])
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--warm", metavar="NAME", help="download NAME's weights (and configs) into the HF cache")
+    g.add_argument("--export", nargs=2, metavar=("NAME", "DIR"), help="write NAME as a local-dir bundle in DIR")
+    g.add_argument("--check", metavar="NAME", help="load NAME and print what was loaded")
+    a = p.parse_args(argv)
+    if a.warm or a.check:
+        bb = load_backbone(a.warm or a.check)
+        print(json.dumps(bb.describe(), indent=2))
+    else:
+        out = export_bundle(a.export[0], a.export[1])
+        print(f"bundle written to {out}; load it with load_backbone('local-dir:{a.export[1]}')")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

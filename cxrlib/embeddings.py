@@ -1,0 +1,362 @@
+"""Batched embedding extraction with an on-disk cache keyed by what the embeddings depend on.
+
+:func:`extract_embeddings` turns a manifest + image cache into L2-normalised image and text embeddings of one
+backbone:
+
+- images stream from the uint8 image cache (:mod:`cxrlib.data.images`) through a ``DataLoader`` that yields
+  whole batches (optionally in worker processes, pinned memory on CUDA), are normalised on the device
+  (:meth:`cxrlib.backbones.Backbone.prepare_images`), and run under ``torch.no_grad`` with AMP on CUDA;
+- texts are embedded once per distinct string (normal reports repeat a lot), so identical report texts get
+  byte-identical embeddings — the retrieval metrics rely on that to count identical reports as one item;
+- the result is cached as ``<backbone>-<key>.safetensors`` where ``key`` hashes the backbone's weights
+  checksum and preprocessing, the manifest's ids and texts, and the image cache's content hash. Any change
+  to those makes a new file; an interrupted run resumes from its finished chunks (``.parts/`` folder);
+- every file records the backbone (name, spec, weights checksum) and the manifest hash in its metadata.
+
+NaN or infinite embeddings raise :class:`EmbeddingError` naming the backbone, modality and rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+__all__ = [
+    "EmbeddingError",
+    "Embeddings",
+    "embedding_key",
+    "embeddings_path",
+    "extract_embeddings",
+    "save_embeddings",
+    "load_embeddings",
+    "register_embeddings",
+    "load_registered",
+]
+
+FORMAT = "cxrlib-embeddings/1"
+
+
+class EmbeddingError(RuntimeError):
+    """Embeddings are unusable (NaN/inf) or a cached file does not match what was asked for."""
+
+
+@dataclass
+class Embeddings:
+    """Paired embeddings in manifest row order.
+
+    Attributes:
+        image: (N, D) float32, L2-normalised.
+        text: (N, D) float32, L2-normalised; rows with identical report text are byte-identical.
+        image_ids: (N,) the manifest's ``image_id`` for each row.
+        meta: JSON-able record: backbone description, manifest hash, key, timing.
+    """
+
+    image: np.ndarray
+    text: np.ndarray
+    image_ids: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def select(self, image_ids) -> Embeddings:
+        """Rows for ``image_ids`` (in that order). Raises KeyError naming ids that are absent."""
+        pos = pd.Index(self.image_ids)
+        idx = pos.get_indexer(list(image_ids))
+        if (idx < 0).any():
+            missing = [i for i, j in zip(image_ids, idx, strict=True) if j < 0][:5]
+            raise KeyError(f"{len(np.flatnonzero(idx < 0))} image ids are not in these embeddings, e.g. {missing}")
+        return Embeddings(self.image[idx], self.text[idx], self.image_ids[idx], dict(self.meta))
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:60] or "backbone"
+
+
+def embedding_key(backbone_record: dict, manifest_hash: str, image_hash: str) -> str:
+    """16 hex characters identifying (weights, preprocessing, manifest ids/texts, image pixels)."""
+    rec = {k: backbone_record[k] for k in ("weights_id", "image_size", "mean", "std", "context_length")}
+    blob = json.dumps({"backbone": rec, "manifest": manifest_hash, "images": image_hash, "format": FORMAT}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def embeddings_path(out_dir: str | Path, backbone_name: str, key: str) -> Path:
+    return Path(out_dir) / f"{_slug(backbone_name)}-{key}.safetensors"
+
+
+def save_embeddings(emb: Embeddings, path: str | Path) -> Path:
+    """Write ``emb`` as safetensors (image, text) with ids and meta in the header (no pickle)."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    meta = {"format": FORMAT, "meta": json.dumps(emb.meta, sort_keys=True), "image_ids": json.dumps(list(map(str, emb.image_ids)))}
+    save_file({"image": np.ascontiguousarray(emb.image), "text": np.ascontiguousarray(emb.text)}, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return path
+
+
+def load_embeddings(path: str | Path) -> Embeddings:
+    """Read a file written by :func:`save_embeddings`."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no embeddings at {path}. Run notebooks/02_baseline_evaluation.ipynb first (it extracts and caches them)."
+        )
+    with safe_open(str(path), framework="numpy") as f:
+        header = f.metadata() or {}
+        if header.get("format") != FORMAT:
+            raise EmbeddingError(f"{path} is not a {FORMAT} file (format={header.get('format')!r})")
+        image, text = f.get_tensor("image"), f.get_tensor("text")
+    ids = np.asarray(json.loads(header["image_ids"]), dtype=object)
+    return Embeddings(image, text, ids, json.loads(header["meta"]))
+
+
+def _check_finite(x: np.ndarray, what: str, ids: np.ndarray) -> None:
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise EmbeddingError(
+            f"{what}: {len(rows)} embedding(s) contain NaN or inf, e.g. rows {rows[:5].tolist()} "
+            f"(ids {[str(i) for i in ids[rows[:5]]]}). Check the inputs (a blank or corrupt image, an empty text) "
+            "and the precision (try precision='fp32' / amp=False)."
+        )
+
+
+class _BatchDataset(torch.utils.data.Dataset):
+    """Item k = the k-th batch of rows of the image cache, as a uint8 tensor (B, S, S)."""
+
+    def __init__(self, cache, rows: np.ndarray, batch_size: int):
+        self.cache, self.rows, self.batch_size = cache, rows, batch_size
+
+    def __len__(self) -> int:
+        return (len(self.rows) + self.batch_size - 1) // self.batch_size
+
+    def __getitem__(self, k: int) -> tuple[int, torch.Tensor]:
+        r = self.rows[k * self.batch_size : (k + 1) * self.batch_size]
+        return k, torch.from_numpy(self.cache.get_rows(r))
+
+
+def _image_rows(cache, image_ids: list[str]) -> np.ndarray:
+    try:
+        return np.asarray(cache.rows(image_ids), dtype=np.int64)
+    except KeyError as exc:
+        raise KeyError(
+            f"{exc.args[0] if exc.args else exc}. The image cache does not hold every manifest row; rerun "
+            "notebooks/01_data_preparation.ipynb so the manifest and cache agree."
+        ) from exc
+
+
+def extract_embeddings(
+    backbone,
+    manifest: pd.DataFrame,
+    image_cache,
+    out_dir: str | Path,
+    batch_size: int = 64,
+    text_batch_size: int = 128,
+    num_workers: int = 0,
+    amp: bool | None = None,
+    chunk_batches: int = 16,
+    force: bool = False,
+    progress: bool = True,
+) -> Embeddings:
+    """Embed every manifest row with ``backbone`` (cached; see the module docstring).
+
+    Args:
+        backbone: a :class:`cxrlib.backbones.Backbone`.
+        manifest: rows to embed (``image_id``, ``text``); row order is kept.
+        image_cache: an opened :class:`cxrlib.data.images.ImageCache` holding every ``image_id``.
+        out_dir: cache folder (one file per backbone and key).
+        batch_size: images per forward pass; ``text_batch_size``: texts per forward pass.
+        num_workers: DataLoader worker processes reading the image cache (0 = in the main process).
+        amp: mixed precision (fp16 autocast) on CUDA; ``None`` = on for CUDA, off for CPU.
+        chunk_batches: batches per resumable chunk written to ``.parts/``.
+        force: ignore a cached file and recompute.
+
+    Returns:
+        :class:`Embeddings` with ``meta["cache_hit"]`` telling whether it came from disk.
+    """
+    from cxrlib.data.manifest import manifest_hash
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = backbone.describe()
+    m_hash = manifest_hash(manifest, ("image_id", "text"))
+    key = embedding_key(record, m_hash, image_cache.content_hash)
+    path = embeddings_path(out_dir, backbone.name, key)
+    if path.exists() and not force:
+        emb = load_embeddings(path)
+        emb.meta["cache_hit"] = True
+        return emb
+
+    ids = manifest["image_id"].astype(str).to_numpy()
+    rows = _image_rows(image_cache, list(ids))
+    parts = path.with_name(path.name[: -len(".safetensors")] + ".parts")
+    if force and parts.exists():
+        shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    dev = backbone.device
+    use_amp = (dev.type == "cuda") if amp is None else bool(amp and dev.type == "cuda")
+    model = backbone.model
+    t0 = time.perf_counter()
+
+    # ---- texts: each distinct string once ----------------------------------------------------------------
+    codes, uniques = pd.factorize(manifest["text"].astype(str), sort=False)
+    uniques = list(uniques)
+    t_chunk = text_batch_size * chunk_batches
+    text_parts = []
+    n_chunks = (len(uniques) + t_chunk - 1) // t_chunk
+    bar = tqdm(total=len(uniques), desc=f"{backbone.name}: texts", unit="text", disable=not progress)
+    for c in range(n_chunks):
+        f = parts / f"text_{c:05d}.npy"
+        lo, hi = c * t_chunk, min(len(uniques), (c + 1) * t_chunk)
+        if f.exists():
+            text_parts.append(np.load(f))
+            bar.update(hi - lo)
+            continue
+        outs = []
+        for s in range(lo, hi, text_batch_size):
+            tok = backbone.tokenizer(uniques[s : min(hi, s + text_batch_size)]).to(dev)
+            with torch.no_grad(), torch.autocast(dev.type, enabled=use_amp):
+                z = model.encode_text(tok)
+            outs.append(torch.nn.functional.normalize(z.float(), dim=-1).cpu().numpy())
+            bar.update(len(tok))
+        arr = np.concatenate(outs).astype(np.float32)
+        np.save(f.with_suffix(".tmp.npy"), arr)
+        f.with_suffix(".tmp.npy").replace(f)
+        text_parts.append(arr)
+    bar.close()
+    text_u = np.concatenate(text_parts) if text_parts else np.zeros((0, backbone.embed_dim), np.float32)
+    _check_finite(text_u, f"{backbone.name} text", np.asarray(uniques, dtype=object))
+    text = text_u[codes]
+    t_text = time.perf_counter() - t0
+
+    # ---- images: batches streamed from the cache ----------------------------------------------------------
+    t1 = time.perf_counter()
+    ds = _BatchDataset(image_cache, rows, batch_size)
+    i_chunk = chunk_batches
+    n_img_chunks = (len(ds) + i_chunk - 1) // i_chunk
+    image = np.zeros((len(ids), backbone.embed_dim), np.float32)
+    todo: list[int] = []
+    for c in range(n_img_chunks):
+        f = parts / f"image_{c:05d}.npy"
+        lo = c * i_chunk * batch_size
+        if f.exists():
+            arr = np.load(f)
+            image[lo : lo + len(arr)] = arr
+        else:
+            todo.append(c)
+    todo_batches = [k for c in todo for k in range(c * i_chunk, min(len(ds), (c + 1) * i_chunk))]
+    bar = tqdm(total=len(ids), desc=f"{backbone.name}: images", unit="img", disable=not progress)
+    bar.update(len(ids) - sum(len(rows[k * batch_size : (k + 1) * batch_size]) for k in todo_batches))
+    if todo_batches:
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(ds, todo_batches),
+            batch_size=None,
+            num_workers=num_workers,
+            pin_memory=dev.type == "cuda",
+            persistent_workers=False,
+        )
+        pending: dict[int, np.ndarray] = {}
+        for k, batch in loader:
+            x = backbone.prepare_images(batch)
+            with torch.no_grad(), torch.autocast(dev.type, enabled=use_amp):
+                z = model.encode_image(x)
+            z = torch.nn.functional.normalize(z.float(), dim=-1).cpu().numpy()
+            lo = int(k) * batch_size
+            image[lo : lo + len(z)] = z
+            pending[int(k)] = z
+            bar.update(len(z))
+            c = int(k) // i_chunk
+            members = range(c * i_chunk, min(len(ds), (c + 1) * i_chunk))
+            if all(m in pending for m in members):
+                arr = np.concatenate([pending.pop(m) for m in members])
+                f = parts / f"image_{c:05d}.npy"
+                np.save(f.with_suffix(".tmp.npy"), arr)
+                f.with_suffix(".tmp.npy").replace(f)
+    bar.close()
+    _check_finite(image, f"{backbone.name} image", ids)
+    t_img = time.perf_counter() - t1
+
+    meta = {
+        "backbone": record,
+        "manifest_hash": m_hash,
+        "image_cache_hash": image_cache.content_hash,
+        "key": key,
+        "n": len(ids),
+        "n_unique_texts": len(uniques),
+        "seconds_text": round(t_text, 2),
+        "seconds_image": round(t_img, 2),
+        "images_per_second": round(len(todo_batches) * batch_size / t_img, 1) if todo_batches and t_img > 0 else None,
+        "device": str(dev),
+        "amp": use_amp,
+    }
+    emb = Embeddings(image, text, ids.astype(object), meta)
+    save_embeddings(emb, path)
+    shutil.rmtree(parts, ignore_errors=True)
+    emb.meta["cache_hit"] = False
+    return emb
+
+
+INDEX_FILE = "index.json"
+
+
+def register_embeddings(out_dir: str | Path, name: str, emb: Embeddings, path: str | Path | None = None) -> Path:
+    """Record in ``<out_dir>/index.json`` which file holds the embeddings called ``name``.
+
+    Later notebooks find embeddings by name (:func:`load_registered`) without loading the backbone again.
+    ``path`` defaults to the cache file of ``emb`` (from its key); embeddings made elsewhere (the projector's
+    output) are saved to ``<out_dir>/<name>.safetensors`` first.
+    """
+    out_dir = Path(out_dir)
+    if path is None:
+        key = emb.meta.get("key")
+        path = embeddings_path(out_dir, name, key) if key else out_dir / f"{_slug(name)}.safetensors"
+        if not Path(path).exists():
+            save_embeddings(emb, path)
+    path = Path(path)
+    index_path = out_dir / INDEX_FILE
+    index = json.loads(index_path.read_text()) if index_path.exists() else {}
+    index[name] = {
+        "file": path.name,
+        "manifest_hash": emb.meta.get("manifest_hash"),
+        "n": len(emb),
+        "backbone": emb.meta.get("backbone", {}).get("weights_id"),
+    }
+    tmp = index_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(index, indent=2, sort_keys=True))
+    tmp.replace(index_path)
+    return path
+
+
+def load_registered(out_dir: str | Path, name: str, manifest_hash: str | None = None) -> Embeddings:
+    """The embeddings registered as ``name``; a clear error naming the notebook to run when absent or stale."""
+    out_dir = Path(out_dir)
+    index_path = out_dir / INDEX_FILE
+    index = json.loads(index_path.read_text()) if index_path.exists() else {}
+    if name not in index:
+        raise FileNotFoundError(
+            f"no embeddings registered as {name!r} in {index_path} (known: {sorted(index)}). Run "
+            "notebooks/02_baseline_evaluation.ipynb with this backbone in `backbones` first "
+            "(projected embeddings come from notebooks/03_multitask_finetuning.ipynb)."
+        )
+    emb = load_embeddings(out_dir / index[name]["file"])
+    if manifest_hash is not None and emb.meta.get("manifest_hash") not in (None, manifest_hash):
+        raise EmbeddingError(
+            f"the embeddings registered as {name!r} were made from another manifest "
+            f"({emb.meta.get('manifest_hash')} != {manifest_hash}); rerun notebooks 02 (and 03) after notebook 01."
+        )
+    return emb

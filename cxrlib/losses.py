@@ -1,0 +1,272 @@
+r"""The composite loss: BCE (normal vs abnormal) + supervised contrastive + CLIP.
+
+The three terms are the paper's (abstract); their exact forms, weights and temperatures are **our
+documented choices** (:class:`LossConfig`). Notation for a batch of :math:`B` image–report pairs: projected,
+L2-normalised embeddings :math:`u_i` (image) and :math:`v_i` (text), labels :math:`y_i \in \{0, 1\}`
+(1 = abnormal), classifier logits :math:`s_i`.
+
+**(1) Binary cross-entropy** (``torch.nn.BCEWithLogitsLoss``), with an optional positive-class weight
+:math:`w_+` against class imbalance, averaged over the modalities :math:`\mathcal{M}` that carry a
+classifier (``ProjectorConfig.cls_on``; "both" → image and text):
+
+.. math::
+
+    \mathcal{L}_{\mathrm{BCE}} = \frac{1}{|\mathcal{M}|} \sum_{m \in \mathcal{M}} \frac{1}{B} \sum_{i=1}^{B}
+        -\Big[ w_+\, y_i \log \sigma(s^m_i) + (1 - y_i) \log\big(1 - \sigma(s^m_i)\big) \Big]
+
+**(2) Supervised contrastive loss** (Khosla et al. 2020, the :math:`\mathcal{L}^{sup}_{out}` form), on the
+:math:`N = 2B` rows :math:`z = [u_1..u_B, v_1..v_B]` with labels repeated, so an image's positives are all
+same-label images *and* reports in the batch (its own report included):
+
+.. math::
+
+    \mathcal{L}_{\mathrm{SupCon}} = \frac{1}{|A'|} \sum_{i \in A'} \frac{-1}{|P(i)|} \sum_{p \in P(i)}
+        \log \frac{\exp(z_i \cdot z_p / \tau)}{\sum_{a \neq i} \exp(z_i \cdot z_a / \tau)},
+    \qquad P(i) = \{p \neq i : y_p = y_i\},\; A' = \{i : |P(i)| > 0\}
+
+Anchors without any positive are left out of the mean (they carry no supervised signal); a batch with no
+anchor at all gives 0 (still attached to the graph, so ``backward`` works).
+
+**(3) CLIP loss** (``open_clip.loss.ClipLoss``): symmetric cross-entropy over the :math:`B \times B` image–
+report similarity matrix, the matching report being the target, with logit scale
+:math:`t = \min(e^{\theta}, 100)` (learnable :math:`\theta` or fixed):
+
+.. math::
+
+    \mathcal{L}_{\mathrm{CLIP}} = \frac{1}{2B} \sum_{i=1}^{B} \Big[
+        -\log \frac{\exp(t\, u_i \cdot v_i)}{\sum_j \exp(t\, u_i \cdot v_j)}
+        -\log \frac{\exp(t\, v_i \cdot u_i)}{\sum_j \exp(t\, v_i \cdot u_j)} \Big]
+
+**Total**: :math:`\mathcal{L} = \lambda_{\mathrm{BCE}} \mathcal{L}_{\mathrm{BCE}} + \lambda_{\mathrm{SupCon}}
+\mathcal{L}_{\mathrm{SupCon}} + \lambda_{\mathrm{CLIP}} \mathcal{L}_{\mathrm{CLIP}}` over the *active* terms. A
+term with weight 0 is not computed at all (no gradient, no cost) and is reported as a detached NaN, so an
+ablation table shows "off" rather than a misleading 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from open_clip.loss import ClipLoss
+from torch import nn
+
+from cxrlib.projector import ConfigError, _f, _JsonConfig
+
+__all__ = ["LossConfig", "SupConLoss", "CompositeLoss", "balanced_pos_weight", "LOSS_TERMS"]
+
+LOSS_TERMS: tuple[str, ...] = ("bce", "supcon", "clip")
+_DEFAULT_LOGIT_SCALE = 1.0 / 0.07
+
+
+def balanced_pos_weight(labels: np.ndarray) -> float:
+    """``n_negative / n_positive`` of binary training labels ``(N,)`` — BCE's ``pos_weight`` for balance.
+
+    Raises a clear error when a class is absent (the weight would be 0 or infinite).
+    """
+    y = np.asarray(labels).reshape(-1)
+    bad = ~np.isin(y, (0, 1))
+    if bad.any():
+        raise ValueError(
+            f"pos_weight='balanced' needs binary 0/1 labels; row(s) {np.flatnonzero(bad)[:5].tolist()} hold "
+            f"{y[bad][:5].tolist()}"
+        )
+    n_pos = int((y == 1).sum())
+    n_neg = int((y == 0).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(
+            f"pos_weight='balanced' needs both classes in the training labels, got {n_neg} normal and "
+            f"{n_pos} abnormal; use pos_weight=None or a float"
+        )
+    return n_neg / n_pos
+
+
+@dataclass(frozen=True)
+class LossConfig(_JsonConfig):
+    """Weights and temperatures of the composite loss. Each field: ``_f(default, why, source)``."""
+
+    _NAME = "loss"
+
+    w_bce: float = _f(
+        1.0, "equal weights: the abstract gives none, and all three terms are O(1) at init", "our choice"
+    )
+    w_supcon: float = _f(1.0, "equal weights (see w_bce); 0 switches the term off exactly (ablations)")
+    w_clip: float = _f(1.0, "equal weights (see w_bce); keeps the image-report alignment the retrieval needs")
+    supcon_temperature: float = _f(
+        0.07, "Khosla et al. 2020's value, also CLIP's initial temperature: a common scale for both contrasts"
+    )
+    clip_logit_scale_init: float | None = _f(
+        None,
+        "initial CLIP logit scale as a multiplier (exp domain, i.e. model.logit_scale.exp().item() of the "
+        "backbone); None = 1/0.07, CLIP's own init. Pass the backbone's so the head inherits its sharpness",
+    )
+    learnable_temperature: bool = _f(
+        True, "learn log(logit scale) like CLIP does (no weight decay, clamped at max_logit_scale)"
+    )
+    max_logit_scale: float = _f(100.0, "CLIP's clamp: prevents the logit scale from blowing up", "CLIP paper")
+    pos_weight: float | str | None = _f(
+        None,
+        "BCE positive-class weight: None (plain BCE; the demo data are roughly balanced), a float, or "
+        "'balanced' (= n_normal / n_abnormal of the training labels) for skewed datasets",
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("w_bce", "w_supcon", "w_clip"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+                raise ConfigError(f"LossConfig.{name} must be a finite number >= 0, got {v!r}")
+        if self.w_bce == 0 and self.w_supcon == 0 and self.w_clip == 0:
+            raise ConfigError("LossConfig: all three weights are 0 — nothing to train; set at least one > 0")
+        if not (isinstance(self.supcon_temperature, int | float) and self.supcon_temperature > 0):
+            raise ConfigError(f"LossConfig.supcon_temperature must be > 0, got {self.supcon_temperature!r}")
+        if not (isinstance(self.max_logit_scale, int | float) and self.max_logit_scale > 0):
+            raise ConfigError(f"LossConfig.max_logit_scale must be > 0, got {self.max_logit_scale!r}")
+        s = self.clip_logit_scale_init
+        if s is not None and not (isinstance(s, int | float) and 0 < s <= self.max_logit_scale):
+            raise ConfigError(
+                f"LossConfig.clip_logit_scale_init must be None or in (0, {self.max_logit_scale}] "
+                f"(a multiplier, not its log), got {s!r}"
+            )
+        if not isinstance(self.learnable_temperature, bool):
+            raise ConfigError(
+                f"LossConfig.learnable_temperature must be true/false, got {self.learnable_temperature!r}"
+            )
+        pw = self.pos_weight
+        if not (
+            pw is None
+            or pw == "balanced"
+            or (isinstance(pw, int | float) and not isinstance(pw, bool) and pw > 0)
+        ):
+            raise ConfigError(f"LossConfig.pos_weight must be None, 'balanced' or a float > 0, got {pw!r}")
+
+    def active_terms(self) -> tuple[str, ...]:
+        """The terms with a non-zero weight, in the fixed order ``("bce", "supcon", "clip")``."""
+        return tuple(t for t in LOSS_TERMS if getattr(self, f"w_{t}") != 0)
+
+
+class SupConLoss(nn.Module):
+    r"""Supervised contrastive loss, Khosla et al. 2020, :math:`\mathcal{L}^{sup}_{out}` (see module docstring).
+
+    ``forward(embeddings (N, D) L2-normalised, labels (N,) int) -> scalar``. Self-contrast is excluded from
+    numerator and denominator; anchors without a positive are excluded from the mean; no anchor at all → 0
+    (attached to the graph). Numerically stable: the row max is subtracted before the log-sum-exp. Unlike
+    Khosla's reference code there is no extra ``temperature / base_temperature`` factor (it is 1 there by
+    default). Memory is ``O(N²)``.
+    """
+
+    def __init__(self, temperature: float = 0.07) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if embeddings.ndim != 2:
+            raise ValueError(f"embeddings must be (N, D), got {tuple(embeddings.shape)}")
+        labels = labels.reshape(-1)
+        n = embeddings.shape[0]
+        if labels.shape[0] != n:
+            raise ValueError(f"labels has {labels.shape[0]} entries for {n} embeddings")
+        if n < 2:
+            return embeddings.sum() * 0.0
+        self_mask = torch.eye(n, dtype=torch.bool, device=embeddings.device)
+        logits = embeddings @ embeddings.T / self.temperature
+        # stability: subtract each row's max over a != i (a constant per row, so the loss is unchanged)
+        logits = logits - logits.masked_fill(self_mask, float("-inf")).amax(dim=1, keepdim=True).detach()
+        log_denominator = torch.logsumexp(logits.masked_fill(self_mask, float("-inf")), dim=1, keepdim=True)
+        log_prob = logits - log_denominator  # (N, N); the diagonal is never used
+        pos_mask = (labels[:, None] == labels[None, :]) & ~self_mask
+        n_pos = pos_mask.sum(dim=1)
+        has_pos = (n_pos > 0).to(log_prob.dtype)
+        # masked means without boolean indexing (no host sync on GPU); anchors without positives weigh 0
+        mean_log_prob_pos = torch.where(pos_mask, log_prob, 0.0).sum(dim=1) / n_pos.clamp(min=1)
+        return -(mean_log_prob_pos * has_pos).sum() / has_pos.sum().clamp(min=1.0)
+
+
+class CompositeLoss(nn.Module):
+    """``λ_bce·BCE + λ_supcon·SupCon + λ_clip·CLIP`` over the projector's outputs (see module docstring).
+
+    ``train_labels`` (binary ``(N,)``) is needed only for ``cfg.pos_weight == "balanced"``. The learnable
+    temperature is the parameter ``log_logit_scale`` (θ, the scale is ``min(exp θ, max_logit_scale)``);
+    the training loop puts it in a no-weight-decay group and calls :meth:`clamp_logit_scale_` after each step.
+    """
+
+    def __init__(self, cfg: LossConfig, train_labels: np.ndarray | None = None) -> None:
+        super().__init__()
+        if not isinstance(cfg, LossConfig):
+            raise TypeError(f"CompositeLoss needs a LossConfig, got {type(cfg).__name__}")
+        self.cfg = cfg
+        self.active = cfg.active_terms()
+        if cfg.pos_weight == "balanced":
+            if train_labels is None:
+                raise ValueError("LossConfig.pos_weight='balanced' needs train_labels to compute the weight")
+            self.pos_weight_value: float | None = balanced_pos_weight(train_labels)
+        else:
+            self.pos_weight_value = None if cfg.pos_weight is None else float(cfg.pos_weight)
+        pw = None if self.pos_weight_value is None else torch.tensor(self.pos_weight_value)
+        self.register_buffer("pos_weight", pw, persistent=False)
+        self.supcon = SupConLoss(cfg.supcon_temperature)
+        self.clip = ClipLoss()
+        init = _DEFAULT_LOGIT_SCALE if cfg.clip_logit_scale_init is None else float(cfg.clip_logit_scale_init)
+        theta = torch.tensor(math.log(init), dtype=torch.float32)
+        if cfg.learnable_temperature:
+            self.log_logit_scale = nn.Parameter(theta)
+        else:
+            self.register_buffer("log_logit_scale", theta)
+
+    def logit_scale(self) -> torch.Tensor:
+        """The CLIP multiplier ``min(exp θ, max_logit_scale)`` (a 0-d tensor, differentiable in θ)."""
+        return self.log_logit_scale.exp().clamp(max=self.cfg.max_logit_scale)
+
+    @torch.no_grad()
+    def clamp_logit_scale_(self) -> None:
+        """In place ``θ ← min(θ, log max_logit_scale)`` (CLIP's post-step clamp)."""
+        self.log_logit_scale.clamp_(max=math.log(self.cfg.max_logit_scale))
+
+    def bce_term(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        keys = [k for k in ("image_logit", "text_logit") if k in outputs]
+        if not keys:
+            raise ValueError(
+                "w_bce > 0 but the projector outputs no logits (no 'image_logit'/'text_logit'); "
+                "check ProjectorConfig.cls_on or set LossConfig.w_bce=0"
+            )
+        target = labels.to(outputs[keys[0]].dtype)
+        terms = [
+            F.binary_cross_entropy_with_logits(outputs[k], target, pos_weight=self.pos_weight) for k in keys
+        ]
+        return terms[0] if len(terms) == 1 else (terms[0] + terms[1]) / 2
+
+    def supcon_term(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        z = torch.cat([outputs["image"], outputs["text"]], dim=0)
+        return self.supcon(z, torch.cat([labels, labels], dim=0))
+
+    def clip_term(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.clip(outputs["image"], outputs["text"], self.logit_scale())
+
+    def forward(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``outputs``: :meth:`MultiTaskProjector.forward`'s dict; ``labels``: ``(B,)`` 0/1 (not checked here —
+        :func:`cxrlib.training.train_projector` checks the dataset once).
+
+        Returns ``{"bce", "supcon", "clip", "total"}`` 0-d tensors; inactive terms are a detached NaN and
+        ``total`` is exactly ``Σ w_k · L_k`` over the active terms in that order.
+        """
+        labels = labels.reshape(-1)
+        nan = torch.full((), float("nan"), device=outputs["image"].device)
+        out: dict[str, torch.Tensor] = {t: nan for t in LOSS_TERMS}
+        total: torch.Tensor | None = None
+        for term in self.active:
+            if term == "bce":
+                value = self.bce_term(outputs, labels)
+            elif term == "supcon":
+                value = self.supcon_term(outputs, labels)
+            else:
+                value = self.clip_term(outputs)
+            out[term] = value
+            weighted = getattr(self.cfg, f"w_{term}") * value
+            total = weighted if total is None else total + weighted
+        assert total is not None  # LossConfig guarantees one active term
+        out["total"] = total
+        return out

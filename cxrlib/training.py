@@ -1,0 +1,649 @@
+"""Training the projector on cached backbone embeddings, early stopping, and safetensors checkpoints.
+
+No backbone forward happens here: the inputs are the image and text embeddings that notebook 02 cached
+(:class:`EmbeddingSet`). All tensors live on the device; each epoch draws one seeded permutation
+(``torch.Generator``) and batches are slices of it — no per-sample ``DataLoader`` (see
+``benchmarks/bench_training.py`` for what that saves). Optimiser: AdamW, weight decay on weight matrices only
+(biases, LayerNorm and the CLIP logit scale are exempt, as in open_clip); learning rate: linear warmup, then
+cosine decay to 0, stepped per batch. After every epoch the validation set is projected and scored with
+:func:`cxrlib.metrics.retrieval_metrics`; the monitor is the mean of ``TrainConfig.monitor``'s keys, the best
+state is kept and restored at the end, and training stops after ``patience`` epochs without improvement.
+
+Epoch 0 of the history is the untrained projector (the identity map at init with the default residual head),
+so ``best_epoch == 0`` means training never beat the pretrained space and the returned model is that map.
+
+On CPU a run is bit-identical for the same seed, data and thread count (``cxrlib.runtime.set_threads``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from cxrlib.losses import LOSS_TERMS, CompositeLoss, LossConfig
+from cxrlib.projector import ConfigError, MultiTaskProjector, ProjectorConfig, _f, _JsonConfig
+from cxrlib.runtime import resolve_device, seed_everything
+
+__all__ = [
+    "TrainConfig",
+    "EmbeddingSet",
+    "TrainResult",
+    "CheckpointError",
+    "CheckpointInfo",
+    "train_projector",
+    "train_one_epoch",
+    "evaluate",
+    "build_optimizer",
+    "build_scheduler",
+    "save_checkpoint",
+    "load_checkpoint",
+    "WEIGHTS_FILE",
+    "CONFIG_FILE",
+    "DEFAULT_MONITOR",
+]
+
+WEIGHTS_FILE = "projector.safetensors"
+CONFIG_FILE = "config.json"
+CHECKPOINT_FORMAT = "cxrlib-projector-checkpoint/1"
+DEFAULT_MONITOR: tuple[str, ...] = ("i2t_R@5", "t2i_R@5", "i2t_mAP@10_label", "t2i_mAP@10_label")
+
+
+@dataclass(frozen=True)
+class TrainConfig(_JsonConfig):
+    """Optimisation and early stopping. Each field: ``_f(default, why, source)``."""
+
+    _NAME = "train"
+
+    lr: float = _f(1e-3, "AdamW's usual rate for a small head on frozen features; warmup makes it safe")
+    weight_decay: float = _f(1e-4, "light L2 on weight matrices only (biases, LayerNorm, logit scale exempt)")
+    epochs: int = _f(50, "upper bound; early stopping usually ends sooner on a few thousand pairs")
+    batch_size: int = _f(
+        256, "SupCon and CLIP need many in-batch negatives; 256 pairs = 512 SupCon rows, cheap on a CPU"
+    )
+    warmup_epochs: float = _f(
+        2,
+        "linear warmup from ~0, then cosine decay to 0 (per step): no large first steps off the identity map",
+    )
+    patience: int | None = _f(
+        8, "epochs without monitor improvement before stopping; None = never stop early"
+    )
+    min_delta: float = _f(0.0, "the monitor must beat the best by more than this to count as an improvement")
+    monitor: tuple[str, ...] = _f(
+        DEFAULT_MONITOR,
+        "validation metric keys averaged into the early-stopping monitor: balances instance alignment "
+        "(R@5, CLIP's goal) and label-aware retrieval (mAP@10_label, BCE/SupCon's goal)",
+    )
+    eval_ks: tuple[int, ...] = _f(
+        (1, 5, 10), "cut-offs for the validation retrieval metrics (R@k, P@k, mAP@k)"
+    )
+    seed: int = _f(0, "one seed for init, dropout and batch order: reruns are bit-identical on CPU")
+    device: str = _f("cpu", "the demo runs on CPU; 'cuda' or 'auto' on a GPU server")
+    grad_clip: float | None = _f(
+        1.0, "clip the global grad norm: guards against rare spikes from the contrasts"
+    )
+    drop_last: bool = _f(
+        True, "drop the last incomplete batch: a tiny batch has almost no negatives for SupCon/CLIP"
+    )
+
+    def __post_init__(self) -> None:
+        def positive(name: str, allow_zero: bool = False) -> None:
+            v = getattr(self, name)
+            ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            if not ok or v < 0 or (v == 0 and not allow_zero):
+                raise ConfigError(
+                    f"TrainConfig.{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {v!r}"
+                )
+
+        positive("lr")
+        positive("weight_decay", allow_zero=True)
+        positive("warmup_epochs", allow_zero=True)
+        positive("min_delta", allow_zero=True)
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"TrainConfig.{name} must be an integer >= 1, got {v!r}")
+        if self.patience is not None and (
+            isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1
+        ):
+            raise ConfigError(f"TrainConfig.patience must be None or an integer >= 1, got {self.patience!r}")
+        if isinstance(self.monitor, str):
+            object.__setattr__(self, "monitor", (self.monitor,))
+        if isinstance(self.monitor, list):
+            object.__setattr__(self, "monitor", tuple(self.monitor))
+        if not self.monitor or not all(isinstance(k, str) and k for k in self.monitor):
+            raise ConfigError(
+                f"TrainConfig.monitor must be a non-empty list of metric keys, got {self.monitor!r}"
+            )
+        if isinstance(self.eval_ks, list):
+            object.__setattr__(self, "eval_ks", tuple(self.eval_ks))
+        if not self.eval_ks or not all(
+            isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in self.eval_ks
+        ):
+            raise ConfigError(
+                f"TrainConfig.eval_ks must be a non-empty list of integers >= 1, got {self.eval_ks!r}"
+            )
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ConfigError(f"TrainConfig.seed must be an integer, got {self.seed!r}")
+        if self.grad_clip is not None:
+            positive("grad_clip")
+        if not isinstance(self.drop_last, bool):
+            raise ConfigError(f"TrainConfig.drop_last must be true/false, got {self.drop_last!r}")
+        if not isinstance(self.device, str) or not self.device:
+            raise ConfigError(f"TrainConfig.device must be a string such as 'cpu', got {self.device!r}")
+
+    def steps_per_epoch(self, n_train: int) -> int:
+        """Optimiser steps in one epoch over ``n_train`` pairs."""
+        return n_train // self.batch_size if self.drop_last else -(-n_train // self.batch_size)
+
+
+@dataclass
+class EmbeddingSet:
+    """Cached, paired backbone embeddings of one split.
+
+    ``image``, ``text``: ``(N, D)`` float32 (row i of both is one image–report pair); ``labels``: ``(N,)``
+    int (0 normal, 1 abnormal); ``patient_ids``: optional ``(N,)``. ``name`` appears in error messages.
+    Arrays are converted on construction; non-finite rows raise an error naming them.
+    """
+
+    image: np.ndarray
+    text: np.ndarray
+    labels: np.ndarray
+    patient_ids: np.ndarray | None = None
+    name: str = "embeddings"
+
+    def __post_init__(self) -> None:
+        self.image = np.ascontiguousarray(self.image, dtype=np.float32)
+        self.text = np.ascontiguousarray(self.text, dtype=np.float32)
+        labels = np.asarray(self.labels)
+        if labels.ndim != 1:
+            raise ValueError(f"{self.name}: labels must be 1-D (N,), got shape {labels.shape}")
+        if labels.dtype.kind == "f" and not np.all(np.isfinite(labels) & (labels == np.round(labels))):
+            bad = np.flatnonzero(~(np.isfinite(labels) & (labels == np.round(labels))))
+            raise ValueError(f"{self.name}: labels must be integers; row(s) {bad[:5].tolist()} are not")
+        if labels.dtype.kind not in "biuf":
+            raise ValueError(f"{self.name}: labels must be integers, got dtype {labels.dtype}")
+        self.labels = labels.astype(np.int64)
+        for key in ("image", "text"):
+            a = getattr(self, key)
+            if a.ndim != 2:
+                raise ValueError(f"{self.name}: {key} must be (N, D), got shape {a.shape}")
+            if a.shape[0] != self.labels.shape[0]:
+                raise ValueError(
+                    f"{self.name}: {key} has {a.shape[0]} rows but labels has {self.labels.shape[0]}"
+                )
+            bad = np.flatnonzero(~np.isfinite(a).all(axis=1))
+            if bad.size:
+                raise ValueError(
+                    f"{self.name}: {bad.size} {key} embedding row(s) hold NaN/inf, e.g. rows {bad[:5].tolist()}; "
+                    "re-extract the embeddings (notebook 02) or drop those rows from the manifest"
+                )
+        if self.image.shape[1] != self.text.shape[1]:
+            raise ValueError(f"{self.name}: image dim {self.image.shape[1]} != text dim {self.text.shape[1]}")
+        if self.patient_ids is not None:
+            self.patient_ids = np.asarray(self.patient_ids)
+            if self.patient_ids.shape != self.labels.shape:
+                raise ValueError(
+                    f"{self.name}: patient_ids has shape {self.patient_ids.shape}, labels {self.labels.shape}"
+                )
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.image.shape[1])
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_projector` returns.
+
+    ``model``: the best projector (by monitor), on the training device, in eval mode. ``history``: one row per
+    epoch (0 = untrained): ``epoch, lr, train_bce, train_supcon, train_clip, train_total, logit_scale,
+    val_bce, val_supcon, val_clip, val_total``, every validation metric, ``monitor``. ``logit_scale`` and
+    ``pos_weight``: the CLIP multiplier at the best epoch and the resolved BCE weight (None = unweighted).
+    """
+
+    model: MultiTaskProjector
+    history: pd.DataFrame
+    best_epoch: int
+    best_monitor: float
+    stopped_early: bool
+    seconds: float
+    logit_scale: float
+    pos_weight: float | None
+
+
+def build_optimizer(model: MultiTaskProjector, loss_fn: CompositeLoss, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the projector and the loss's learnable logit scale; no weight decay on 0-/1-d parameters."""
+    decay, no_decay = [], []
+    for module in (model, loss_fn):
+        for p in module.parameters():
+            if p.requires_grad:
+                (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step factor: ``(s+1)/W`` for the first ``W = warmup_epochs·steps_per_epoch`` steps, then cosine to 0
+    at step ``epochs·steps_per_epoch``."""
+    total = cfg.epochs * steps_per_epoch
+    warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if total <= warmup:
+            return 1.0
+        progress = min((step - warmup) / (total - warmup), 1.0)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_one_epoch(
+    model: MultiTaskProjector,
+    loss_fn: CompositeLoss,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    image: torch.Tensor,
+    text: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+    drop_last: bool = True,
+    grad_clip: float | None = None,
+) -> dict[str, float]:
+    """One pass over device tensors ``image``/``text`` ``(N, D)`` and ``labels`` ``(N,)`` in a seeded random
+    order, batches by slicing one permutation. Returns the epoch means ``{"bce", "supcon", "clip", "total"}``
+    (NaN for inactive terms) and ``"lr"`` (the learning rate of the last step).
+
+    Loss sums are accumulated on the device and read once at the end (no per-step host sync).
+    """
+    n = image.shape[0]
+    model.train()
+    loss_fn.train()
+    perm = torch.randperm(n, generator=generator, device=generator.device).to(image.device)
+    stop = n - n % batch_size if drop_last else n
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    sums = torch.zeros(len(LOSS_TERMS) + 1, dtype=torch.float64, device=image.device)
+    n_steps = 0
+    lr = float("nan")
+    for start in range(0, stop, batch_size):
+        idx = perm[start : start + batch_size]
+        outputs = model(image[idx], text[idx])
+        losses = loss_fn(outputs, labels[idx])
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        if loss_fn.cfg.learnable_temperature:
+            loss_fn.clamp_logit_scale_()
+        sums += torch.stack([losses[k].detach() for k in (*LOSS_TERMS, "total")]).double()
+        n_steps += 1
+    means = (sums / max(n_steps, 1)).tolist()
+    out = dict(zip((*LOSS_TERMS, "total"), means, strict=True))
+    out["lr"] = lr
+    return out
+
+
+@torch.no_grad()
+def evaluate(
+    model: MultiTaskProjector,
+    loss_fn: CompositeLoss,
+    image: torch.Tensor,
+    text: torch.Tensor,
+    labels: torch.Tensor,
+    ks: tuple[int, ...],
+    batch_size: int,
+) -> dict[str, float]:
+    """Validation: losses (``val_*``, batch-size-weighted means over consecutive batches, eval mode) and
+    :func:`cxrlib.metrics.retrieval_metrics` of the projected ``(N, out_dim)`` embeddings."""
+    from cxrlib.metrics import retrieval_metrics
+
+    was_training = model.training
+    model.eval()
+    loss_fn.eval()
+    n = image.shape[0]
+    sums = torch.zeros(len(LOSS_TERMS) + 1, dtype=torch.float64, device=image.device)
+    img_parts, txt_parts = [], []
+    for start in range(0, n, batch_size):
+        sl = slice(start, start + batch_size)
+        outputs = model(image[sl], text[sl])
+        losses = loss_fn(outputs, labels[sl])
+        sums += torch.stack([losses[k] for k in (*LOSS_TERMS, "total")]).double() * outputs["image"].shape[0]
+        img_parts.append(outputs["image"])
+        txt_parts.append(outputs["text"])
+    model.train(was_training)
+    out = {f"val_{k}": v / n for k, v in zip((*LOSS_TERMS, "total"), sums.tolist(), strict=True)}
+    img = torch.cat(img_parts).float().cpu().numpy()
+    txt = torch.cat(txt_parts).float().cpu().numpy()
+    metrics = retrieval_metrics(img, txt, labels=labels.cpu().numpy(), ks=tuple(ks))
+    out.update({k: float(v) for k, v in metrics.items()})
+    return out
+
+
+def _monitor_value(metrics: dict[str, float], keys: tuple[str, ...]) -> float:
+    missing = [k for k in keys if k not in metrics]
+    if missing:
+        available = sorted(k for k in metrics if not k.startswith("val_"))
+        raise KeyError(
+            f"TrainConfig.monitor key(s) {missing} are not validation metrics; available: {available}"
+        )
+    return float(np.mean([metrics[k] for k in keys]))
+
+
+def _history_row(
+    epoch: int, lr: float, train_losses: dict[str, float], logit_scale: float, val: dict[str, float]
+) -> dict[str, Any]:
+    row: dict[str, Any] = {"epoch": epoch, "lr": lr}
+    row.update({f"train_{k}": train_losses[k] for k in (*LOSS_TERMS, "total")})
+    row["logit_scale"] = logit_scale
+    row.update(val)
+    return row
+
+
+def _check_set(data: EmbeddingSet, what: str, in_dim: int, need_binary: bool) -> None:
+    if not isinstance(data, EmbeddingSet):
+        raise TypeError(f"{what} must be an EmbeddingSet, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ValueError(f"{what} set ({data.name}) is empty")
+    if data.dim != in_dim:
+        raise ValueError(
+            f"{what} set ({data.name}) has embedding dim {data.dim} but ProjectorConfig.in_dim={in_dim}; "
+            "set in_dim to the backbone's embedding dim"
+        )
+    if need_binary:
+        bad = np.flatnonzero(~np.isin(data.labels, (0, 1)))
+        if bad.size:
+            raise ValueError(
+                f"{what} set ({data.name}): BCE needs 0/1 labels, but {bad.size} row(s) are not, e.g. rows "
+                f"{bad[:5].tolist()} = {data.labels[bad[:5]].tolist()}; fix the labels or set LossConfig.w_bce=0"
+            )
+
+
+def train_projector(
+    train: EmbeddingSet,
+    val: EmbeddingSet,
+    projector_cfg: ProjectorConfig | None = None,
+    loss_cfg: LossConfig | None = None,
+    train_cfg: TrainConfig | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a :class:`MultiTaskProjector` with :class:`CompositeLoss` on cached embeddings.
+
+    ``train``/``val``: paired embeddings ``(N, in_dim)`` with labels. ``None`` configs mean the defaults.
+    Seeds everything with ``train_cfg.seed`` (:func:`cxrlib.runtime.seed_everything`). Returns the best
+    model (by the validation monitor, restored at the end) and the per-epoch history (module docstring).
+    """
+    projector_cfg = projector_cfg if projector_cfg is not None else ProjectorConfig()
+    loss_cfg = loss_cfg if loss_cfg is not None else LossConfig()
+    train_cfg = train_cfg if train_cfg is not None else TrainConfig()
+    need_binary = loss_cfg.w_bce != 0
+    _check_set(train, "train", projector_cfg.in_dim, need_binary)
+    _check_set(val, "val", projector_cfg.in_dim, need_binary)
+    steps = train_cfg.steps_per_epoch(len(train))
+    if steps == 0:
+        raise ValueError(
+            f"train set ({train.name}) has {len(train)} pairs, fewer than batch_size={train_cfg.batch_size} "
+            "with drop_last=True: no step would run; lower TrainConfig.batch_size or set drop_last=False"
+        )
+
+    t0 = time.perf_counter()
+    seed_everything(train_cfg.seed)
+    device = resolve_device(train_cfg.device)
+    model = MultiTaskProjector(projector_cfg).to(device)
+    loss_fn = CompositeLoss(loss_cfg, train_labels=train.labels).to(device)
+    optimizer = build_optimizer(model, loss_fn, train_cfg)
+    scheduler = build_scheduler(optimizer, train_cfg, steps)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(train_cfg.seed)
+
+    def to_dev(data: EmbeddingSet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return (
+            torch.from_numpy(data.image).to(device),
+            torch.from_numpy(data.text).to(device),
+            torch.from_numpy(data.labels).to(device),
+        )
+
+    tr, va = to_dev(train), to_dev(val)
+
+    def val_row() -> dict[str, float]:
+        m = evaluate(model, loss_fn, *va, ks=train_cfg.eval_ks, batch_size=train_cfg.batch_size)
+        m["monitor"] = _monitor_value(m, train_cfg.monitor)
+        return m
+
+    def state() -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    nan = float("nan")
+    first = val_row()
+    no_train = {k: nan for k in (*LOSS_TERMS, "total")}
+    rows: list[dict[str, Any]] = [
+        _history_row(0, nan, no_train, float(loss_fn.logit_scale().detach()), first)
+    ]
+    best_epoch, best_monitor, best_state = 0, first["monitor"], state()
+    best_scale = float(loss_fn.logit_scale().detach())
+    if not math.isfinite(best_monitor):
+        best_monitor = -math.inf
+    since_best = 0
+    stopped_early = False
+    bar = tqdm(range(1, train_cfg.epochs + 1), desc="train projector", unit="epoch", disable=not progress)
+    for epoch in bar:
+        tl = train_one_epoch(
+            model,
+            loss_fn,
+            optimizer,
+            scheduler,
+            *tr,
+            batch_size=train_cfg.batch_size,
+            generator=generator,
+            drop_last=train_cfg.drop_last,
+            grad_clip=train_cfg.grad_clip,
+        )
+        if not math.isfinite(tl["total"]):
+            raise FloatingPointError(
+                f"epoch {epoch}: the training loss is {tl['total']} (bce={tl['bce']}, supcon={tl['supcon']}, "
+                f"clip={tl['clip']}); lower TrainConfig.lr or keep grad_clip on"
+            )
+        m = val_row()
+        scale = float(loss_fn.logit_scale().detach())
+        rows.append(_history_row(epoch, tl["lr"], tl, scale, m))
+        if math.isfinite(m["monitor"]) and m["monitor"] > best_monitor + train_cfg.min_delta:
+            best_epoch, best_monitor, best_state, best_scale = epoch, m["monitor"], state(), scale
+            since_best = 0
+        else:
+            since_best += 1
+        bar.set_postfix(
+            loss=f"{tl['total']:.3f}", monitor=f"{m['monitor']:.4f}", best=f"{best_monitor:.4f}@{best_epoch}"
+        )
+        if train_cfg.patience is not None and since_best >= train_cfg.patience:
+            stopped_early = epoch < train_cfg.epochs
+            break
+    bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(
+        model=model,
+        history=pd.DataFrame(rows),
+        best_epoch=best_epoch,
+        best_monitor=float(best_monitor),
+        stopped_early=stopped_early,
+        seconds=time.perf_counter() - t0,
+        logit_scale=best_scale,
+        pos_weight=loss_fn.pos_weight_value,
+    )
+
+
+# --------------------------------------------------------------------------------------------- checkpoints
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupted, or does not match its config; the message says what and where."""
+
+
+@dataclass
+class CheckpointInfo:
+    """The configs stored next to a projector's weights, and the rest of ``config.json`` in ``meta``."""
+
+    projector: ProjectorConfig
+    loss: LossConfig
+    train: TrainConfig
+    meta: dict[str, Any]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _finite_or_none(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(float(x)) else float(x)
+
+
+def save_checkpoint(
+    result_or_model: TrainResult | MultiTaskProjector,
+    projector_cfg: ProjectorConfig,
+    loss_cfg: LossConfig,
+    train_cfg: TrainConfig,
+    out_dir: str | Path,
+) -> Path:
+    """Write ``out_dir/projector.safetensors`` (the state dict) and ``out_dir/config.json`` (the three configs,
+    best epoch/monitor, logit scale, torch/cxrlib versions, sha256 of the weights file); with a
+    :class:`TrainResult`, also ``out_dir/history.csv``. Returns ``out_dir``.
+    """
+    from safetensors.torch import save_file
+
+    import cxrlib
+
+    result = result_or_model if isinstance(result_or_model, TrainResult) else None
+    model = result.model if result is not None else result_or_model
+    if not isinstance(model, MultiTaskProjector):
+        raise TypeError(
+            f"save_checkpoint needs a TrainResult or a MultiTaskProjector, got {type(model).__name__}"
+        )
+    if model.cfg != projector_cfg:
+        raise ValueError(
+            f"the model was built with {model.cfg} but projector_cfg is {projector_cfg}; pass the model's own config"
+        )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    weights = out_dir / WEIGHTS_FILE
+    tmp = weights.with_suffix(".safetensors.tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    tmp.replace(weights)
+    config = {
+        "format": CHECKPOINT_FORMAT,
+        "weights_file": WEIGHTS_FILE,
+        "weights_sha256": _sha256(weights),
+        "projector": projector_cfg.to_dict(),
+        "loss": loss_cfg.to_dict(),
+        "train": train_cfg.to_dict(),
+        "best_epoch": None if result is None else int(result.best_epoch),
+        "best_monitor": None if result is None else _finite_or_none(result.best_monitor),
+        "logit_scale": None if result is None else _finite_or_none(result.logit_scale),
+        "pos_weight": None if result is None else result.pos_weight,
+        "torch_version": torch.__version__,
+        "cxrlib_version": cxrlib.__version__,
+    }
+    tmp = out_dir / (CONFIG_FILE + ".tmp")
+    tmp.write_text(json.dumps(config, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.replace(out_dir / CONFIG_FILE)
+    if result is not None:
+        result.history.to_csv(out_dir / "history.csv", index=False)
+    return out_dir
+
+
+def load_checkpoint(out_dir: str | Path, device: str = "cpu") -> tuple[MultiTaskProjector, CheckpointInfo]:
+    """Load a projector saved by :func:`save_checkpoint` — safetensors only, no pickle — in eval mode.
+
+    Verifies the weights' sha256 against ``config.json`` and that every tensor's name and shape match the
+    stored :class:`ProjectorConfig`; raises :class:`CheckpointError` naming the file, key or shape otherwise.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    out_dir = Path(out_dir)
+    cfg_path, weights = out_dir / CONFIG_FILE, out_dir / WEIGHTS_FILE
+    for p in (cfg_path, weights):
+        if not p.is_file():
+            raise CheckpointError(
+                f"checkpoint file {p} is missing; train and save the projector first (notebook 03, "
+                "cxrlib.training.save_checkpoint)"
+            )
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cfg_path} is not valid JSON ({e}); re-save the checkpoint") from e
+    if not isinstance(config, dict) or config.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{cfg_path} is not a {CHECKPOINT_FORMAT} config (format={config.get('format')!r})"
+        )
+    for key in ("projector", "loss", "train", "weights_sha256"):
+        if key not in config:
+            raise CheckpointError(f"{cfg_path} lacks the {key!r} entry; re-save the checkpoint")
+    try:
+        info = CheckpointInfo(
+            projector=ProjectorConfig.from_dict(config["projector"]),
+            loss=LossConfig.from_dict(config["loss"]),
+            train=TrainConfig.from_dict(config["train"]),
+            meta={k: v for k, v in config.items() if k not in ("projector", "loss", "train")},
+        )
+    except ConfigError as e:
+        raise CheckpointError(f"{cfg_path}: {e}") from e
+    digest = _sha256(weights)
+    if digest != config["weights_sha256"]:
+        raise CheckpointError(
+            f"{weights} does not match {cfg_path}: sha256 {digest} != recorded {config['weights_sha256']}. "
+            "The weights were modified or belong to another run; re-save or re-train the checkpoint."
+        )
+    try:
+        tensors = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{weights} cannot be read as safetensors ({e})") from e
+    model = MultiTaskProjector(info.projector)
+    expected = model.state_dict()
+    problems = []
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing:
+        problems.append(f"missing tensor(s) {missing}")
+    if unexpected:
+        problems.append(f"unexpected tensor(s) {unexpected}")
+    for k in sorted(set(expected) & set(tensors)):
+        if tuple(tensors[k].shape) != tuple(expected[k].shape):
+            problems.append(
+                f"tensor {k!r} has shape {tuple(tensors[k].shape)} in the file but "
+                f"{tuple(expected[k].shape)} for the stored config"
+            )
+    if problems:
+        raise CheckpointError(
+            f"{weights} does not fit the ProjectorConfig in {cfg_path} ({info.projector}): "
+            + "; ".join(problems)
+            + ". Was config.json edited (e.g. depth or width) or the weights copied from another run?"
+        )
+    model.load_state_dict(tensors, strict=True)
+    model.to(resolve_device(device))
+    model.eval()
+    return model, info

@@ -1,0 +1,474 @@
+"""Tests of cxrlib.viz: projections, subsampling, cluster scores (k-NN against a brute-force loop), tables,
+retrieval galleries and that every plotting function writes a real file."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import time  # noqa: E402
+import warnings  # noqa: E402
+from collections import Counter  # noqa: E402
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from cxrlib import viz  # noqa: E402
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _clusters(n: int, d: int, sep: float, seed: int, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Two label clusters around ±sep·e0 plus isotropic noise; returns (unit rows (n, d), labels (n,))."""
+    rng = np.random.default_rng(seed)
+    lab = (np.arange(n) % 2).astype(np.int64)
+    x = rng.normal(scale=noise, size=(n, d))
+    x[:, 0] += np.where(lab == 1, sep, -sep)
+    x[:, 1] += 3.0  # keep away from the origin so that the cosine geometry follows the clusters
+    return _unit(x), lab
+
+
+def _paired(n: int = 60, d: int = 16, sep: float = 3.0, seed: int = 0):
+    img, lab = _clusters(n, d, sep, seed)
+    rng = np.random.default_rng(seed + 1)
+    txt = _unit(img + rng.normal(scale=0.2, size=img.shape))
+    return img, txt, lab
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _png_ok(path) -> None:
+    assert path.exists(), path
+    assert path.stat().st_size > 5000, f"{path} is only {path.stat().st_size} bytes"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# projections
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["tsne", "pca"])
+def test_embed_2d_shape_finite_deterministic(method):
+    x, _ = _clusters(50, 12, 2.0, seed=3)
+    a = viz.embed_2d(x, method=method, seed=7, perplexity=10)
+    b = viz.embed_2d(x, method=method, seed=7, perplexity=10)
+    assert a.shape == (50, 2)
+    assert np.isfinite(a).all()
+    np.testing.assert_array_equal(a, b)
+    assert a.std(axis=0).min() > 0  # not collapsed
+
+
+def test_embed_2d_tsne_separates():
+    x, lab = _clusters(60, 12, 3.0, seed=1)
+    a = viz.embed_2d(x, "tsne", seed=0, perplexity=10)
+    # well-separated clusters stay separated in the map: the class centroids are far apart
+    c0, c1 = a[lab == 0].mean(0), a[lab == 1].mean(0)
+    spread = max(a[lab == 0].std(0).max(), a[lab == 1].std(0).max())
+    assert np.linalg.norm(c0 - c1) > 2 * spread
+
+
+def test_embed_2d_perplexity_clamped_with_warning():
+    x, _ = _clusters(12, 8, 2.0, seed=0)
+    with pytest.warns(UserWarning, match="perplexity"):
+        out = viz.embed_2d(x, "tsne", perplexity=30.0)
+    assert out.shape == (12, 2) and np.isfinite(out).all()
+
+
+def test_embed_2d_bad_input():
+    x, _ = _clusters(20, 8, 2.0, seed=0)
+    with pytest.raises(ValueError, match="method"):
+        viz.embed_2d(x, "mds")
+    bad = x.copy()
+    bad[5, 2] = np.nan
+    with pytest.raises(ValueError, match="row 5"):
+        viz.embed_2d(bad, "pca")
+    with pytest.raises(ValueError, match="at least 4"):
+        viz.embed_2d(x[:3], "tsne")
+
+
+def test_pca_matches_sklearn_variance_order():
+    x, _ = _clusters(40, 10, 4.0, seed=2)
+    out = viz.embed_2d(x, "pca")
+    # the first PCA axis carries at least as much variance as the second
+    assert out[:, 0].var() >= out[:, 1].var()
+    xc = x - x.mean(0)
+    top = np.linalg.svd(xc.astype(np.float64), compute_uv=False)[0] ** 2 / (x.shape[0] - 1)
+    assert out[:, 0].var(ddof=1) == pytest.approx(top, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_embed_2d_umap_tiny():
+    """UMAP once at a tiny size: ~20 s in a fresh process (numba JIT + import), then fast."""
+    x, _ = _clusters(30, 8, 2.0, seed=0)
+    t0 = time.perf_counter()
+    with pytest.warns(UserWarning, match="n_neighbors"):
+        a = viz.embed_2d(x, "umap", seed=0, n_neighbors=40)
+    first = time.perf_counter() - t0
+    b = viz.embed_2d(x, "umap", seed=0, n_neighbors=29)
+    assert a.shape == (30, 2) and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, b)  # random_state → reproducible
+    assert first < 60
+
+
+def test_joint_projection_shares_one_fit():
+    img, txt, _ = _paired(30, 8)
+    gi, gt = viz.joint_projection(img, txt, method="pca")
+    both = viz.embed_2d(np.vstack([img, txt]), "pca")
+    assert gi.shape == (30, 2) and gt.shape == (30, 2)
+    np.testing.assert_array_equal(gi, both[:30])
+    np.testing.assert_array_equal(gt, both[30:])
+    with pytest.raises(ValueError, match="width"):
+        viz.joint_projection(img, txt[:, :4], method="pca")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# subsample and query picking
+# ----------------------------------------------------------------------------------------------------------
+def test_subsample_stratified_sorted_deterministic():
+    lab = np.array([0] * 700 + [1] * 300)
+    rng = np.random.default_rng(0)
+    lab = lab[rng.permutation(lab.size)]
+    idx = viz.subsample(lab, 100, seed=3)
+    assert idx.shape == (100,) and idx.dtype == np.int64
+    assert np.all(np.diff(idx) > 0)
+    assert Counter(lab[idx].tolist()) == {0: 70, 1: 30}
+    np.testing.assert_array_equal(idx, viz.subsample(lab, 100, seed=3))
+    assert not np.array_equal(idx, viz.subsample(lab, 100, seed=4))
+    np.testing.assert_array_equal(viz.subsample(lab[:50], 100), np.arange(50))
+
+
+def test_subsample_keeps_tiny_stratum_and_groups():
+    lab = np.array([0] * 995 + [1] * 5)
+    idx = viz.subsample(lab, 50, seed=0)
+    assert idx.shape == (50,)
+    assert (lab[idx] == 1).sum() >= 1
+    grp = np.tile(["a", "b"], 500)
+    lab2 = np.repeat([0, 1], 500)
+    idx2 = viz.subsample(lab2, 40, seed=0, groups=grp)
+    c = Counter(zip(lab2[idx2].tolist(), grp[idx2].tolist(), strict=True))
+    assert c == {(0, "a"): 10, (0, "b"): 10, (1, "a"): 10, (1, "b"): 10}
+
+
+def test_pick_queries_first_by_id_and_random():
+    lab = np.array([1, 0, 1, 0, 0, 1, 0])
+    ids = np.array(["s7", "s3", "s1", "s5", "s2", "s4", "s6"])
+    q = viz.pick_queries(lab, ids, 2)
+    # label 0 rows sorted by id: s2 (4), s3 (1), s5 (3), s6 (6); label 1: s1 (2), s4 (5), s7 (0)
+    np.testing.assert_array_equal(q, [4, 1, 2, 5])
+    r1 = viz.pick_queries(lab, ids, 2, rule="random", seed=5)
+    np.testing.assert_array_equal(r1, viz.pick_queries(lab, ids, 2, rule="random", seed=5))
+    assert Counter(lab[r1].tolist()) == {0: 2, 1: 2}
+    with pytest.warns(UserWarning, match="only 3 rows"):
+        q4 = viz.pick_queries(lab, ids, 4)
+    assert q4.shape == (7,)
+    with pytest.raises(ValueError, match="rule"):
+        viz.pick_queries(lab, ids, 2, rule="best")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# k-NN against a brute-force loop
+# ----------------------------------------------------------------------------------------------------------
+def _knn_brute(x, lab, k):
+    x = x.astype(np.float64)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    n = x.shape[0]
+    pred = []
+    for i in range(n):
+        sims = [(float(np.dot(x[i], x[j])), j) for j in range(n) if j != i]
+        sims.sort(key=lambda t: (-t[0], t[1]))
+        nb = [lab[j] for _, j in sims[:k]]
+        votes = Counter(nb)
+        best = max(votes.values())
+        tied = {v for v, c in votes.items() if c == best}
+        pred.append(next(v for v in nb if v in tied))  # nearest neighbour among the tied labels
+    return np.array(pred)
+
+
+@pytest.mark.parametrize(("k", "n_cls"), [(1, 2), (4, 2), (5, 3), (10, 2)])
+def test_knn_matches_brute_force(k, n_cls):
+    rng = np.random.default_rng(k * 10 + n_cls)
+    x = rng.normal(size=(70, 6))
+    lab = rng.integers(0, n_cls, size=70)
+    np.testing.assert_array_equal(viz.knn_loo_predict(x, lab, k), _knn_brute(x, lab, k))
+
+
+def test_knn_chunked_matches_brute_force(monkeypatch):
+    monkeypatch.setattr(viz, "_CHUNK_ELEMS", 50 * 7)  # 7 rows per chunk
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(50, 5))
+    lab = rng.integers(0, 2, size=50)
+    np.testing.assert_array_equal(viz.knn_loo_predict(x, lab, 6), _knn_brute(x, lab, 6))
+
+
+def test_knn_exact_ties_lower_index_wins():
+    # rows 1..4 are identical: row 0's neighbours all tie; k = 2 must take rows 1 and 2 (labels 1, 1)
+    x = np.array([[1.0, 0.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [0.0, 1.0]])
+    lab = np.array([0, 1, 1, 0, 0, 0])
+    assert viz.knn_loo_predict(x, lab, 2)[0] == 1
+    np.testing.assert_array_equal(viz.knn_loo_predict(x, lab, 2), _knn_brute(x, lab, 2))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# cluster scores
+# ----------------------------------------------------------------------------------------------------------
+def test_cluster_scores_separable_beats_mixed():
+    img_s, txt_s, lab = _paired(80, 16, sep=4.0, seed=0)
+    rng = np.random.default_rng(9)
+    img_m, txt_m = img_s[rng.permutation(80)], txt_s[rng.permutation(80)]  # labels no longer match
+    s = viz.cluster_scores(img_s, txt_s, lab, k=5)
+    m = viz.cluster_scores(img_m, txt_m, lab, k=5)
+    for key in ("silhouette_image", "silhouette_text", "silhouette_joint", "knn_acc_image", "knn_acc_text"):
+        assert s[key] > m[key] + 0.2, key
+    assert s["knn_acc_image"] > 0.95
+    assert all(np.isfinite(v) for v in s.values())
+    assert -1 <= m["silhouette_image"] <= 1 and 0 <= m["knn_acc_image"] <= 1
+
+
+def test_cluster_scores_silhouette_matches_sklearn():
+    from sklearn.metrics import silhouette_score
+
+    img, txt, lab = _paired(40, 8)
+    s = viz.cluster_scores(img, txt, lab)
+    assert s["silhouette_image"] == pytest.approx(silhouette_score(img, lab, metric="cosine"), abs=1e-6)
+    joint = np.vstack([img, txt])
+    assert s["silhouette_joint"] == pytest.approx(
+        silhouette_score(joint, np.concatenate([lab, lab]), metric="cosine"), abs=1e-6
+    )
+
+
+def test_modality_gap_zero_and_positive():
+    img, _, lab = _paired(40, 8)
+    same = viz.cluster_scores(img, img.copy(), lab)
+    assert same["modality_gap"] == pytest.approx(0.0, abs=1e-12)
+    assert same["modality_gap_cosine"] == pytest.approx(0.0, abs=1e-12)
+    shift = np.zeros(8)
+    shift[3] = 2.0
+    shifted = _unit(img + shift)
+    g = viz.cluster_scores(img, shifted, lab)
+    assert g["modality_gap"] > 0.3
+    assert g["modality_gap_cosine"] > 0.05
+    ci, ct = img.astype(np.float64).mean(0), shifted.astype(np.float64).mean(0)
+    assert g["modality_gap"] == pytest.approx(np.linalg.norm(ci - ct), rel=1e-5)
+    # normalisation happens inside: scaling the inputs changes nothing
+    g2 = viz.cluster_scores(3 * img, 0.5 * shifted, lab)
+    assert g2["modality_gap"] == pytest.approx(g["modality_gap"], rel=1e-9)
+
+
+def test_cluster_scores_single_class_guard():
+    img, txt, _ = _paired(30, 8)
+    with pytest.warns(UserWarning, match="undefined"):
+        s = viz.cluster_scores(img, txt, np.zeros(30, np.int64))
+    assert np.isnan(s["silhouette_image"]) and np.isnan(s["silhouette_joint"])
+    assert s["knn_acc_image"] == 1.0
+    assert np.isfinite(s["modality_gap"])
+
+
+def test_cluster_scores_subsamples_silhouette():
+    img, txt, lab = _paired(60, 8)
+    s = viz.cluster_scores(img, txt, lab, max_silhouette_points=20, seed=1)
+    assert s["n_silhouette_points"] == 20 and s["n_points"] == 60
+    assert s == viz.cluster_scores(img, txt, lab, max_silhouette_points=20, seed=1)
+
+
+def test_scores_table_change_row():
+    a = {"silhouette_image": 0.1, "knn_acc_image": 0.6}
+    b = {"silhouette_image": 0.4, "knn_acc_image": 0.9}
+    t = viz.scores_table({"before": a, "after": b})
+    assert list(t.index) == ["before", "after", "change"]
+    assert t.index.name == "space"
+    assert t.loc["change", "silhouette_image"] == pytest.approx(0.3)
+    assert t.loc["change", "knn_acc_image"] == pytest.approx(0.3)
+    t3 = viz.scores_table({"x": a, "y": b, "z": {"silhouette_image": 0.0}})
+    assert "change" not in t3.index and np.isnan(t3.loc["z", "knn_acc_image"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# galleries
+# ----------------------------------------------------------------------------------------------------------
+def _aligned_toy():
+    """6 rows, 4 distinct reports (rows 0/1 and 3/4 share a report, as two views of one study), images equal
+    to their report embeddings: a perfectly aligned space."""
+    texts = [
+        "no acute disease",
+        "no acute disease",
+        "large left effusion",
+        "cardiomegaly",
+        "cardiomegaly",
+        "clear",
+    ]
+    labels = np.array([0, 0, 1, 1, 1, 0])
+    base = np.eye(8)[[0, 0, 1, 2, 2, 3]] + 0.05 * np.eye(8)[[4, 5, 6, 7, 4, 5]] * 0
+    txt = _unit(base + 0.3 * np.eye(8)[[7, 7, 7, 7, 7, 7]])
+    img = txt.copy()
+    ids = np.array([f"img{i}" for i in range(6)])
+    study = np.array(["s0", "s0", "s1", "s2", "s2", "s3"])
+    return img, txt, texts, labels, ids, study
+
+
+def test_i2t_gallery_dedup_and_exact():
+    img, txt, texts, labels, ids, _ = _aligned_toy()
+    df = viz.i2t_gallery(np.arange(6), img, txt, texts, labels, k=10, ids=ids)
+    assert list(df.columns) == [
+        "query_row",
+        "query_id",
+        "query_label",
+        "rank",
+        "text_row",
+        "retrieved_text",
+        "similarity",
+        "retrieved_label",
+        "same_label",
+        "exact_report",
+    ]
+    # gallery = 4 distinct texts, so k is clamped to 4 and no text appears twice for one query
+    assert len(df) == 6 * 4
+    for _, g in df.groupby("query_row"):
+        assert g["retrieved_text"].is_unique
+        assert list(g["rank"]) == [1, 2, 3, 4]
+        assert g["similarity"].is_monotonic_decreasing
+    top = df[df["rank"] == 1]
+    assert top["exact_report"].all()
+    assert top["similarity"].eq(1.0).all()
+    assert (top["retrieved_text"].to_numpy() == np.array(texts)).all()
+    assert top["same_label"].all()
+    assert df["exact_report"].sum() == 6  # exactly one own report per query
+    assert list(top["query_id"]) == list(ids)
+    assert set(df.loc[df["retrieved_text"] == "no acute disease", "text_row"]) == {0}
+    assert (df["same_label"] == (df["query_label"] == df["retrieved_label"])).all()
+    assert not df.isna().any().any()
+
+
+def test_i2t_gallery_majority_label_and_checks():
+    img, txt, texts, labels, _, _ = _aligned_toy()
+    lab = labels.copy()
+    lab[1] = 1  # rows 0 and 1 share a report but disagree: tie → larger label (1)
+    df = viz.i2t_gallery(np.array([0]), img, txt, texts, lab, k=1)
+    assert df.loc[0, "retrieved_label"] == 1 and not df.loc[0, "same_label"]
+    with pytest.raises(ValueError, match="texts"):
+        viz.i2t_gallery(np.array([0]), img, txt, texts[:5], labels)
+    with pytest.raises(ValueError, match="query_idx"):
+        viz.i2t_gallery(np.array([9]), img, txt, texts, labels)
+
+
+def test_t2i_gallery_exact_pair_and_study():
+    img, txt, _, labels, ids, study = _aligned_toy()
+    df = viz.t2i_gallery(np.array([0, 2]), img, txt, labels, k=3, ids=ids)
+    assert list(df.columns) == [
+        "query_row",
+        "query_id",
+        "query_label",
+        "rank",
+        "image_row",
+        "image_id",
+        "similarity",
+        "label",
+        "same_label",
+        "exact",
+    ]
+    q0 = df[df["query_row"] == 0]
+    # rows 0 and 1 have identical images: tie broken by lower row → the pair itself ranks first
+    assert list(q0["image_row"][:2]) == [0, 1]
+    assert list(q0["exact"][:2]) == [True, False]
+    assert q0["similarity"].iloc[0] == 1.0
+    q2 = df[df["query_row"] == 2]
+    assert q2["image_row"].iloc[0] == 2 and q2["exact"].iloc[0]
+    dfs = viz.t2i_gallery(np.array([0]), img, txt, labels, k=3, study_ids=study)
+    assert list(dfs["exact"][:2]) == [True, True]  # both views of study s0
+    assert (df["same_label"] == (df["query_label"] == df["label"])).all()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# figures
+# ----------------------------------------------------------------------------------------------------------
+def test_plot_projection_panels_writes_png(tmp_path):
+    img, txt, lab = _paired(40, 8)
+    gi, gt = viz.joint_projection(img, txt, method="pca")
+    out = tmp_path / "deep" / "folder" / "04_tsne.png"
+    fig = viz.plot_projection_panels(
+        [("before", gi, gt), ("after", gi * 2, None)], lab, out_path=out, title="t", dpi=80
+    )
+    assert isinstance(fig, Figure)
+    _png_ok(out)
+    assert len(fig.axes) == 2
+    ax = fig.axes[0]
+    assert ax.get_xticks().size == 0 and ax.get_yticks().size == 0
+    legend_texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend_texts == ["normal (n=20)", "abnormal (n=20)", "image", "report"]
+    assert plt.fignum_exists(fig.number)
+    fig2 = viz.plot_projection_panels([("x", gi, gt)], lab, close=True)
+    assert not plt.fignum_exists(fig2.number)
+    with pytest.raises(ValueError, match="shape"):
+        viz.plot_projection_panels([("x", gi[:10], gt)], lab)
+    with pytest.raises(ValueError, match="label_names"):
+        viz.plot_projection_panels([("x", gi, gt)], lab + 5)
+
+
+def _thumbs(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(n, 32, 32), dtype=np.uint8)
+
+
+def test_plot_i2t_gallery_writes_png(tmp_path):
+    img, txt, texts, labels, ids, _ = _aligned_toy()
+    long_texts = [t + " and a long tail of findings " * 8 for t in texts]
+    q = viz.pick_queries(labels, ids, 1)
+    df = viz.i2t_gallery(q, img, txt, long_texts, labels, k=3, ids=ids)
+    out = tmp_path / "figs" / "04_i2t_gallery.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. a missing glyph for ✓ ✗ ★
+        fig = viz.plot_i2t_gallery(df, _thumbs(len(q)), out_path=out, wrap=50, dpi=80, close=True)
+    _png_ok(out)
+    texts_drawn = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert any(t.startswith("✓ ★ 1.") for t in texts_drawn)
+    assert any(t.endswith("…") for t in texts_drawn)
+    with pytest.raises(ValueError, match="thumbnails"):
+        viz.plot_i2t_gallery(df, _thumbs(len(q) + 1))
+
+
+def test_plot_t2i_gallery_writes_png(tmp_path):
+    img, txt, texts, labels, ids, _ = _aligned_toy()
+    q = np.array([0, 2])
+    df = viz.t2i_gallery(q, img, txt, labels, k=4, ids=ids)
+    thumbs = _thumbs(6, seed=1)
+    calls = []
+
+    def fn(rows):
+        calls.append(rows.tolist())
+        return thumbs[rows]
+
+    out = tmp_path / "04_t2i_gallery.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = viz.plot_t2i_gallery(df, [texts[i] for i in q], fn, out_path=out, dpi=80)
+    _png_ok(out)
+    assert calls == [df[df.query_row == r]["image_row"].tolist() for r in q]
+    framed = [ax for ax in fig.axes if ax.images]
+    assert len(framed) == 8
+    first = framed[0]
+    assert first.get_title().startswith("★ ✓ 1.000")
+    assert matplotlib.colors.to_hex(first.spines["left"].get_edgecolor()) == viz._GOOD.lower()
+    wrong = [ax for ax, ok in zip(framed, df["same_label"], strict=True) if not ok]
+    assert wrong and all(
+        matplotlib.colors.to_hex(ax.spines["top"].get_edgecolor()) == viz._BAD.lower() for ax in wrong
+    )
+    with pytest.raises(ValueError, match="query_texts"):
+        viz.plot_t2i_gallery(df, ["only one"], fn)
+
+
+def test_gallery_tables_are_dataframes_without_nan():
+    img, txt, texts, labels, ids, _ = _aligned_toy()
+    for df in (
+        viz.i2t_gallery(np.arange(6), img, txt, texts, labels, k=2),
+        viz.t2i_gallery(np.arange(6), img, txt, labels, k=2),
+    ):
+        assert isinstance(df, pd.DataFrame) and len(df) == 12
+        assert not df.isna().any().any()
