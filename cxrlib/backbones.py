@@ -5,7 +5,8 @@ Accepted names for :func:`load_backbone`:
 ===============  ===========================================================================================
 name             what loads
 ===============  ===========================================================================================
-``clip``         ViT-B/16 with OpenAI's CLIP weights (open_clip ``ViT-B-16`` / ``openai``), context 77
+``clip``         ViT-B/16 with OpenAI's CLIP weights (open_clip ``ViT-B-16-quickgelu`` / ``openai``: OpenAI
+                 trained with QuickGELU, and open_clip only warns when the activation does not match), context 77
 ``biomedclip``   ``hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224``: ViT-B/16 image tower,
                  PubMedBERT text tower, context length 256, embedding dim 512
 ``hf-hub:ORG/M`` any open_clip model on the Hugging Face hub (needs internet or a warm HF cache)
@@ -19,7 +20,8 @@ name             what loads
 ===============  ===========================================================================================
 
 Offline with no cached weights, loading fails with :class:`WeightsUnavailableError`, whose message says how
-to make the weights available.
+to make the weights available. Loading never falls back to random weights: a bundle or hub model whose weights
+file is missing is an error too (open_clip itself would only log a warning and initialise randomly).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ __all__ = [
     "Backbone",
     "WeightsUnavailableError",
     "load_backbone",
+    "backbone_from_model",
     "resolve_spec",
     "state_dict_checksum",
     "save_bundle",
@@ -58,10 +61,12 @@ log = logging.getLogger(__name__)
 
 #: Friendly names -> (open_clip model name, pretrained tag or None).
 ALIASES: dict[str, tuple[str, str | None]] = {
-    "clip": ("ViT-B-16", "openai"),
+    "clip": ("ViT-B-16-quickgelu", "openai"),
     "biomedclip": ("hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224", None),
 }
 DEMO_NAMES: tuple[str, ...] = ("demo", "demo-random")
+#: Files open_clip accepts as a bundle's weights (``open_clip.factory._find_checkpoint_in_dir``).
+_WEIGHT_SUFFIXES: tuple[str, ...] = (".safetensors", ".bin", ".pth")
 
 #: The demo architecture: a small ViT and text transformer (open_clip's built-in towers, CLIP BPE tokenizer).
 #: Vision: a small ModifiedResNet (CLIP's ResNet with attention pooling) at 64 px, which learns much faster
@@ -182,7 +187,43 @@ def resolve_spec(name: str) -> tuple[str, str | None]:
     )
 
 
+def _hf_text_tower(spec: str) -> str | None:
+    """The Hugging Face model id of the text tower in ``spec``'s open_clip config, when the config is readable."""
+    try:
+        if spec.startswith("local-dir:"):
+            cfg = json.loads((Path(spec[len("local-dir:") :]) / "open_clip_config.json").read_text())
+            cfg = cfg.get("model_cfg", cfg)
+        else:
+            import open_clip
+
+            with _quiet_hf_logging():
+                cfg = open_clip.get_model_config(spec) or {}
+    except Exception:  # noqa: BLE001 - only used to word an error message
+        return None
+    name = cfg.get("text_cfg", {}).get("hf_model_name")
+    return str(name) if name else None
+
+
 def _how_to_fix(name: str, spec: str) -> str:
+    text_tower = _hf_text_tower(spec)
+    if spec.startswith("local-dir:") and name not in DEMO_NAMES:
+        bundle = spec[len("local-dir:") :]
+        lines = [f"Could not load the open_clip bundle {bundle} (backbone {name!r})."]
+        if text_tower is not None:
+            lines += [
+                f"Its text tower is the Hugging Face model {text_tower!r}, whose config.json (and tokenizer files) "
+                "must be available offline. Either:",
+                f"  1. put that model's config.json and tokenizer files into {bundle} (export_bundle / "
+                "`python -m cxrlib.backbones --export NAME DIR` writes such a self-contained bundle); or",
+                f"  2. warm the Hugging Face cache for {text_tower!r} on a machine with internet and copy the cache "
+                "folder (HF_HOME, default ~/.cache/huggingface) here.",
+            ]
+        else:
+            lines.append(
+                "A bundle needs open_clip_config.json and the weights file it was saved with "
+                "(open_clip_model.safetensors); rewrite it with export_bundle / save_bundle."
+            )
+        return "\n".join(lines)
     lines = [
         f"Could not load the weights of backbone {name!r} ({spec}) — this machine is offline or the files are "
         "not cached. To make them available:",
@@ -199,6 +240,11 @@ def _how_to_fix(name: str, spec: str) -> str:
             "(microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract): --warm fetches them into the cache, and "
             "--export copies them into the bundle, whose open_clip_config.json then points the text tower at "
             "the bundle folder (hf_model_name) with hf_model_pretrained=false."
+        )
+    elif text_tower is not None:
+        lines.append(
+            f"  The text tower is the Hugging Face model {text_tower!r}: its config.json and tokenizer files are "
+            "needed as well (--warm caches them, --export copies them into the bundle)."
         )
     if name in DEMO_NAMES:
         lines = [
@@ -262,15 +308,27 @@ def load_backbone(name: str, device: str | torch.device = "cpu", precision: str 
                 _how_to_fix(name, spec)
                 if name in DEMO_NAMES
                 else f"no open_clip bundle at {bundle}: expected {bundle / 'open_clip_config.json'} and a weights "
-                "file (open_clip_model.safetensors or open_clip_pytorch_model.bin)."
+                "file (open_clip_model.safetensors or open_clip_pytorch_model.bin). Write one with "
+                "cxrlib.backbones.export_bundle (or `python -m cxrlib.backbones --export NAME DIR`)."
+            )
+        weights = [p for ext in _WEIGHT_SUFFIXES for p in bundle.glob(f"*{ext}")]
+        if not weights:
+            raise WeightsUnavailableError(
+                _how_to_fix(name, spec)
+                if name in DEMO_NAMES
+                else f"the open_clip bundle {bundle} has a config but no weights file (expected "
+                "open_clip_model.safetensors or open_clip_pytorch_model.bin beside open_clip_config.json); open_clip "
+                "would silently use random weights. Re-export it with cxrlib.backbones.export_bundle."
             )
         override = _local_text_override(bundle)
         if override is not None:
             model_kwargs["text_cfg"] = override
     try:
         with _quiet_hf_logging():
+            # require_pretrained: open_clip only logs a warning and returns RANDOM weights when a hub model's
+            # weights file is missing (e.g. a half-warmed cache); that must be an error here.
             model, _, preprocess = open_clip.create_model_and_transforms(
-                spec, pretrained=pretrained, device=dev, precision=precision, **model_kwargs
+                spec, pretrained=pretrained, device=dev, precision=precision, require_pretrained=True, **model_kwargs
             )
             tokenizer = open_clip.get_tokenizer(spec)
     except (OSError, RuntimeError, ValueError) as exc:
@@ -288,10 +346,40 @@ def load_backbone(name: str, device: str | torch.device = "cpu", precision: str 
             "No such file",
             "Temporary failure",
             "Network",
+            "Required pretrained weights",
         )
         if any(m.lower() in msg.lower() for m in offline_markers):
             raise WeightsUnavailableError(_how_to_fix(name, spec) + f"\n(underlying error: {msg[:300]})") from exc
         raise
+    info: dict = {}
+    if spec.startswith("local-dir:"):
+        meta = Path(spec[len("local-dir:") :]) / "cxrlib_bundle.json"
+        if meta.is_file():
+            b = json.loads(meta.read_text())
+            info["bundle"] = {k: v for k, v in b.items() if k not in ("history", "architecture")}
+    display = spec if not spec.startswith("local-dir:") else f"local-dir:{_display_path(spec)}"
+    return backbone_from_model(name, display, model, preprocess, tokenizer, dev, info=info)
+
+
+def backbone_from_model(
+    name: str,
+    spec: str,
+    model: torch.nn.Module,
+    preprocess: Callable | None,
+    tokenizer: Callable,
+    device: str | torch.device = "cpu",
+    info: dict | None = None,
+) -> Backbone:
+    """Wrap an open_clip model that is already built (and on ``device``) as a :class:`Backbone`.
+
+    :func:`load_backbone` ends here; benchmarks use it for architectures built in memory (random weights). Image
+    size, mean and std come from the model's preprocess config (``open_clip.get_model_preprocess_cfg``), the
+    context length from the tokenizer, the embedding dim from a probe text, and ``weights_id`` from
+    :func:`state_dict_checksum`. The model is put in eval mode.
+    """
+    import open_clip
+
+    dev = torch.device(device)
     model.eval()
     pp = open_clip.get_model_preprocess_cfg(model)
     size = pp.get("size", 224)
@@ -302,15 +390,9 @@ def load_backbone(name: str, device: str | torch.device = "cpu", precision: str 
     checksum = state_dict_checksum(model)
     ls = getattr(model, "logit_scale", None)
     logit_scale = float(ls.exp().item()) if isinstance(ls, torch.Tensor) else float("nan")
-    info: dict = {}
-    if spec.startswith("local-dir:"):
-        meta = Path(spec[len("local-dir:") :]) / "cxrlib_bundle.json"
-        if meta.is_file():
-            b = json.loads(meta.read_text())
-            info["bundle"] = {k: v for k, v in b.items() if k not in ("history", "architecture")}
     return Backbone(
         name=name,
-        spec=spec if not spec.startswith("local-dir:") else f"local-dir:{_display_path(spec)}",
+        spec=spec,
         model=model,
         preprocess=preprocess,
         tokenizer=tokenizer,
@@ -322,7 +404,7 @@ def load_backbone(name: str, device: str | torch.device = "cpu", precision: str 
         weights_id=f"{name}@sha256:{checksum[:16]}",
         device=dev,
         logit_scale=logit_scale,
-        info=info,
+        info=dict(info or {}),
     )
 
 
@@ -497,8 +579,8 @@ def build_demo_backbones(
             sched.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, np.log(100))
-            losses.append(float(loss))
-        history.append({"epoch": ep + 1, "clip_loss": float(np.mean(losses)), "logit_scale": float(model.logit_scale.exp())})
+            losses.append(loss.item())
+        history.append({"epoch": ep + 1, "clip_loss": float(np.mean(losses)), "logit_scale": model.logit_scale.exp().item()})
         bar.set_postfix(loss=f"{history[-1]['clip_loss']:.3f}")
     model.eval()
     seconds = time.perf_counter() - t0

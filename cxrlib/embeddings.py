@@ -10,7 +10,10 @@ backbone:
   byte-identical embeddings — the retrieval metrics rely on that to count identical reports as one item;
 - the result is cached as ``<backbone>-<key>.safetensors`` where ``key`` hashes the backbone's weights
   checksum and preprocessing, the manifest's ids and texts, and the image cache's content hash. Any change
-  to those makes a new file; an interrupted run resumes from its finished chunks (``.parts/`` folder);
+  to those makes a new file; an interrupted run resumes from its finished chunks (``.parts/`` folder, with a
+  ``layout.json`` recording the chunking: a resume with another ``batch_size``/``chunk_batches`` starts over
+  instead of placing old chunks at the wrong rows; chunks holding NaN/inf are never written, so a rerun after
+  fixing the cause recomputes them);
 - every file records the backbone (name, spec, weights checksum) and the manifest hash in its metadata.
 
 NaN or infinite embeddings raise :class:`EmbeddingError` naming the backbone, modality and rows.
@@ -150,6 +153,43 @@ class _BatchDataset(torch.utils.data.Dataset):
         return k, torch.from_numpy(self.cache.get_rows(r))
 
 
+def _load_part(f: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    """A finished chunk from ``.parts/``, or None when absent or not of the expected shape (then recomputed)."""
+    if not f.exists():
+        return None
+    try:
+        arr = np.load(f)
+    except (OSError, ValueError):
+        return None
+    if arr.shape != shape or arr.dtype != np.float32:
+        return None
+    return arr
+
+
+def _save_part(f: Path, arr: np.ndarray) -> None:
+    """Write a chunk atomically; chunks with NaN/inf are not kept (the run fails later and a rerun recomputes)."""
+    if not np.isfinite(arr).all():
+        return
+    tmp = f.with_suffix(".tmp.npy")
+    np.save(tmp, arr)
+    tmp.replace(f)
+
+
+def _open_parts(parts: Path, layout: dict, force: bool) -> None:
+    """Create ``parts`` or keep it for a resume when its ``layout.json`` matches ``layout``; else start over."""
+    lay = parts / "layout.json"
+    if parts.exists():
+        try:
+            same = json.loads(lay.read_text()) == layout
+        except (OSError, ValueError):
+            same = False
+        if force or not same:
+            shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    if not lay.exists():
+        lay.write_text(json.dumps(layout, sort_keys=True))
+
+
 def _image_rows(cache, image_ids: list[str]) -> np.ndarray:
     try:
         return np.asarray(cache.rows(image_ids), dtype=np.int64)
@@ -205,17 +245,23 @@ def extract_embeddings(
     ids = manifest["image_id"].astype(str).to_numpy()
     rows = _image_rows(image_cache, list(ids))
     parts = path.with_name(path.name[: -len(".safetensors")] + ".parts")
-    if force and parts.exists():
-        shutil.rmtree(parts)
-    parts.mkdir(parents=True, exist_ok=True)
+    codes, uniques = pd.factorize(manifest["text"].astype(str), sort=False)
+    uniques = list(uniques)
+    layout = {
+        "n": len(ids),
+        "n_unique_texts": len(uniques),
+        "embed_dim": int(backbone.embed_dim),
+        "batch_size": int(batch_size),
+        "text_batch_size": int(text_batch_size),
+        "chunk_batches": int(chunk_batches),
+    }
+    _open_parts(parts, layout, force)
     dev = backbone.device
     use_amp = (dev.type == "cuda") if amp is None else bool(amp and dev.type == "cuda")
     model = backbone.model
     t0 = time.perf_counter()
 
     # ---- texts: each distinct string once ----------------------------------------------------------------
-    codes, uniques = pd.factorize(manifest["text"].astype(str), sort=False)
-    uniques = list(uniques)
     t_chunk = text_batch_size * chunk_batches
     text_parts = []
     n_chunks = (len(uniques) + t_chunk - 1) // t_chunk
@@ -223,8 +269,9 @@ def extract_embeddings(
     for c in range(n_chunks):
         f = parts / f"text_{c:05d}.npy"
         lo, hi = c * t_chunk, min(len(uniques), (c + 1) * t_chunk)
-        if f.exists():
-            text_parts.append(np.load(f))
+        done = _load_part(f, (hi - lo, int(backbone.embed_dim)))
+        if done is not None:
+            text_parts.append(done)
             bar.update(hi - lo)
             continue
         outs = []
@@ -235,13 +282,12 @@ def extract_embeddings(
             outs.append(torch.nn.functional.normalize(z.float(), dim=-1).cpu().numpy())
             bar.update(len(tok))
         arr = np.concatenate(outs).astype(np.float32)
-        np.save(f.with_suffix(".tmp.npy"), arr)
-        f.with_suffix(".tmp.npy").replace(f)
+        _save_part(f, arr)
         text_parts.append(arr)
     bar.close()
     text_u = np.concatenate(text_parts) if text_parts else np.zeros((0, backbone.embed_dim), np.float32)
-    _check_finite(text_u, f"{backbone.name} text", np.asarray(uniques, dtype=object))
     text = text_u[codes]
+    _check_finite(text, f"{backbone.name} text", ids)  # names the image ids of the rows with a bad text
     t_text = time.perf_counter() - t0
 
     # ---- images: batches streamed from the cache ----------------------------------------------------------
@@ -254,14 +300,16 @@ def extract_embeddings(
     for c in range(n_img_chunks):
         f = parts / f"image_{c:05d}.npy"
         lo = c * i_chunk * batch_size
-        if f.exists():
-            arr = np.load(f)
-            image[lo : lo + len(arr)] = arr
+        hi = min(len(ids), (c + 1) * i_chunk * batch_size)
+        arr = _load_part(f, (hi - lo, int(backbone.embed_dim)))
+        if arr is not None:
+            image[lo:hi] = arr
         else:
             todo.append(c)
     todo_batches = [k for c in todo for k in range(c * i_chunk, min(len(ds), (c + 1) * i_chunk))]
+    n_todo = sum(len(rows[k * batch_size : (k + 1) * batch_size]) for k in todo_batches)
     bar = tqdm(total=len(ids), desc=f"{backbone.name}: images", unit="img", disable=not progress)
-    bar.update(len(ids) - sum(len(rows[k * batch_size : (k + 1) * batch_size]) for k in todo_batches))
+    bar.update(len(ids) - n_todo)
     if todo_batches:
         loader = torch.utils.data.DataLoader(
             torch.utils.data.Subset(ds, todo_batches),
@@ -283,10 +331,7 @@ def extract_embeddings(
             c = int(k) // i_chunk
             members = range(c * i_chunk, min(len(ds), (c + 1) * i_chunk))
             if all(m in pending for m in members):
-                arr = np.concatenate([pending.pop(m) for m in members])
-                f = parts / f"image_{c:05d}.npy"
-                np.save(f.with_suffix(".tmp.npy"), arr)
-                f.with_suffix(".tmp.npy").replace(f)
+                _save_part(parts / f"image_{c:05d}.npy", np.concatenate([pending.pop(m) for m in members]))
     bar.close()
     _check_finite(image, f"{backbone.name} image", ids)
     t_img = time.perf_counter() - t1
@@ -300,7 +345,7 @@ def extract_embeddings(
         "n_unique_texts": len(uniques),
         "seconds_text": round(t_text, 2),
         "seconds_image": round(t_img, 2),
-        "images_per_second": round(len(todo_batches) * batch_size / t_img, 1) if todo_batches and t_img > 0 else None,
+        "images_per_second": round(n_todo / t_img, 1) if n_todo and t_img > 0 else None,
         "device": str(dev),
         "amp": use_amp,
     }
@@ -318,14 +363,16 @@ def register_embeddings(out_dir: str | Path, name: str, emb: Embeddings, path: s
     """Record in ``<out_dir>/index.json`` which file holds the embeddings called ``name``.
 
     Later notebooks find embeddings by name (:func:`load_registered`) without loading the backbone again.
-    ``path`` defaults to the cache file of ``emb`` (from its key); embeddings made elsewhere (the projector's
-    output) are saved to ``<out_dir>/<name>.safetensors`` first.
+    ``path`` defaults to the cache file of ``emb`` (from its key) when that file holds exactly these rows;
+    embeddings made elsewhere (the projector's output, a :meth:`Embeddings.select` subset) are saved to
+    ``<out_dir>/<name>.safetensors`` first.
     """
     out_dir = Path(out_dir)
     if path is None:
         key = emb.meta.get("key")
-        path = embeddings_path(out_dir, name, key) if key else out_dir / f"{_slug(name)}.safetensors"
-        if not Path(path).exists():
+        whole = key is not None and emb.meta.get("n") == len(emb)  # a select() subset keeps the parent's key
+        path = embeddings_path(out_dir, name, key) if whole else out_dir / f"{_slug(name)}.safetensors"
+        if not whole or not Path(path).exists():
             save_embeddings(emb, path)
     path = Path(path)
     index_path = out_dir / INDEX_FILE

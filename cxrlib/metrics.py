@@ -80,6 +80,7 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+import pandas as pd
 import torch
 from numba import njit, prange
 from tqdm.auto import tqdm
@@ -93,6 +94,9 @@ __all__ = [
     "bootstrap_replicates",
     "bootstrap_ci",
     "float32_dot_error_bound",
+    "TABLE_KEYS",
+    "metrics_table",
+    "chance_levels",
 ]
 
 NORM_TOLERANCE: float = 1e-2
@@ -1071,4 +1075,79 @@ def retrieval_metrics(
         if f"{k}_lo" in ci:
             out[f"{k}_lo"] = ci[f"{k}_lo"]
             out[f"{k}_hi"] = ci[f"{k}_hi"]
+    return out
+
+
+#: The columns of the comparison tables of notebooks 02 and 03 (for ``ks=(1, 5, 10)``).
+TABLE_KEYS: tuple[str, ...] = (
+    "i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10",
+    "i2t_P@10_label", "t2i_P@10_label", "i2t_mAP@10_label", "t2i_mAP@10_label",
+)
+
+
+def metrics_table(
+    results: Mapping[str, Mapping[str, float]], keys: Sequence[str] = TABLE_KEYS, digits: int = 3
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Several models' :func:`retrieval_metrics` as tables: one row per model, one column per key.
+
+    Returns ``(numbers, text)``: ``numbers`` has the point value and, where the bootstrap ran, ``<key>_lo`` /
+    ``<key>_hi`` columns (rounded to ``digits``); ``text`` has one column per key formatted as
+    ``"0.412 [0.380, 0.447]"`` (or the bare value without CIs) for markdown and the notebooks.
+    A key missing from a model's results raises ``KeyError`` naming the model and the key.
+    """
+    if not results:
+        raise ValueError("results is empty; pass {model name: retrieval_metrics(...)}.")
+    num_rows, txt_rows = {}, {}
+    for name, res in results.items():
+        missing = [k for k in keys if k not in res]
+        if missing:
+            raise KeyError(f"{name!r} has no metric(s) {missing}; was retrieval_metrics called with these ks?")
+        num, txt = {}, {}
+        for k in keys:
+            v = round(float(res[k]), digits)
+            num[k] = v
+            if f"{k}_lo" in res:
+                lo, hi = round(float(res[f"{k}_lo"]), digits), round(float(res[f"{k}_hi"]), digits)
+                num[f"{k}_lo"], num[f"{k}_hi"] = lo, hi
+                txt[k] = f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+            else:
+                txt[k] = f"{v:.{digits}f}"
+        num_rows[name], txt_rows[name] = num, txt
+    numbers = pd.DataFrame.from_dict(num_rows, orient="index")
+    text = pd.DataFrame.from_dict(txt_rows, orient="index")
+    numbers.index.name = text.index.name = "model"
+    return numbers, text
+
+
+def chance_levels(text_emb: np.ndarray | torch.Tensor, labels: np.ndarray | Sequence[int], ks: Sequence[int]) -> dict[str, float]:
+    """Expected value of ``R@K`` and ``P@K_label`` under a uniformly random ranking, same counting rules.
+
+    The gallery structure decides chance, so it is computed from the data rather than guessed: with ``M``
+    unique texts and ``N`` images, image→text ``R@K = K / M``; text→image, a row whose text is shared by ``m``
+    images is a hit when any of them is in the top K: ``1 - C(N - m, K) / C(N, K)``, averaged over rows.
+    ``P@K_label`` at chance is the share of the gallery with the query's label (unique texts for i2t, images for
+    t2i; a text's label is its rows' majority as in :func:`retrieval_metrics`), averaged over queries.
+    """
+    X = _embeddings(text_emb, "text")
+    n = X.shape[0]
+    _, codes = _label_codes(labels, n)
+    uid, _first = _dedup_rows(X)
+    m_rows = np.bincount(uid)  # images sharing each unique text
+    n_uni = m_rows.size
+    counts = np.zeros((n_uni, codes.max() + 1), dtype=np.int64)
+    np.add.at(counts, (uid, codes), 1)
+    text_lab = counts.shape[1] - 1 - np.argmax(counts[:, ::-1], axis=1)  # majority; a tie goes to the larger label
+    out: dict[str, float] = {}
+    for k in _normalise_ks(ks):
+        kk_t, kk_i = min(k, n_uni), min(k, n)
+        out[f"i2t_R@{k}"] = kk_t / n_uni
+        m = m_rows[uid].astype(np.float64)
+        # P(no relevant image in the top K) = prod_{j<K} (N - m - j) / (N - j)
+        j = np.arange(kk_i, dtype=np.float64)
+        miss = np.prod(np.clip((n - m[:, None] - j) / (n - j), 0.0, None), axis=1)
+        out[f"t2i_R@{k}"] = float(np.mean(1.0 - miss))
+        share_t = np.bincount(text_lab, minlength=counts.shape[1]) / n_uni
+        share_i = np.bincount(codes, minlength=counts.shape[1]) / n
+        out[f"i2t_P@{k}_label"] = float(np.mean(share_t[codes]))
+        out[f"t2i_P@{k}_label"] = float(np.mean(share_i[text_lab[uid]]))
     return out

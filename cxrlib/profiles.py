@@ -47,6 +47,40 @@ class NotebookInfo:
         return self.path.stem
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects a key given twice (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while reading a mapping",
+                        node.start_mark,
+                        f"key {key!r} is given twice",
+                        key_node.start_mark,
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+class _ParamLoader(_UniqueKeyLoader):
+    """For ``--param`` values only: also reads ``1e-3`` as a float.
+
+    Profiles keep plain YAML 1.1 (as ``papermill -f profiles/x.yaml`` reads them), where ``1e-3`` is a string;
+    :func:`check_parameters` flags that there with the fix.
+    """
+
+
+_ParamLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def available_profiles(folder: Path | None = None) -> list[str]:
     folder = folder or profiles_dir()
     return sorted(p.stem for p in folder.glob("*.yaml"))
@@ -60,9 +94,18 @@ def load_profile(name: str, folder: Path | None = None) -> dict:
         raise ProfileError(
             f"unknown profile {name!r}: no {path.name} in {folder.name}/. Available: {available_profiles(folder)}"
         )
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{folder.name}/{path.name} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
-        raise ProfileError(f"{path.name} must be a mapping of parameter names to values")
+        raise ProfileError(f"{folder.name}/{path.name} must be a mapping of parameter names to values")
+    bad = [k for k in data if not (isinstance(k, str) and k.isidentifier())]
+    if bad:
+        raise ProfileError(
+            f"{folder.name}/{path.name}: keys must be parameter names (Python identifiers), got {bad!r}"
+            " (YAML reads unquoted yes/no/on/off/null as booleans/None)"
+        )
     return data
 
 
@@ -71,13 +114,24 @@ def notebook_parameters(path: Path) -> dict:
 
     Raises :class:`ProfileError` when the notebook has no such cell or a value is not a Python literal.
     """
-    nb = json.loads(Path(path).read_text())
+    name = Path(path).name
+    try:
+        nb = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ProfileError(f"{name} is not a valid notebook file (JSON error: {exc})") from exc
     cells = [c for c in nb.get("cells", []) if "parameters" in c.get("metadata", {}).get("tags", [])]
     if not cells:
-        raise ProfileError(f"{Path(path).name} has no cell tagged 'parameters' (papermill needs one)")
+        raise ProfileError(f"{name} has no cell tagged 'parameters' (papermill needs one)")
     src = "".join(cells[0]["source"]) if isinstance(cells[0]["source"], list) else cells[0]["source"]
+    try:
+        body = ast.parse(src).body
+    except SyntaxError as exc:
+        raise ProfileError(
+            f"{name}: the 'parameters' cell is not plain Python (line {exc.lineno}: {exc.msg}); "
+            "keep it to `name = literal  # comment` lines, no magics"
+        ) from exc
     out: dict = {}
-    for node in ast.parse(src).body:
+    for node in body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             target, value = node.targets[0].id, node.value
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
@@ -86,26 +140,37 @@ def notebook_parameters(path: Path) -> dict:
             continue
         try:
             out[target] = ast.literal_eval(value)
-        except ValueError as exc:
+        except (ValueError, TypeError, SyntaxError) as exc:
             raise ProfileError(
-                f"{Path(path).name}: parameter {target!r} must be a literal (number, string, bool, list, dict, None)"
+                f"{name}: parameter {target!r} must be a literal (number, string, bool, list, dict, None)"
             ) from exc
     return out
 
 
 def discover_notebooks(folder: Path | None = None) -> list[NotebookInfo]:
-    """``notebooks/NN_*.ipynb`` in number order, with their declared parameters."""
+    """``notebooks/NN_*.ipynb`` in number order, with their declared parameters.
+
+    Other files (``scratch.ipynb``, ``1_x.ipynb``, sub-folders) are ignored; two notebooks with one number are an error.
+    """
     folder = folder or notebooks_dir()
-    out = []
+    out: list[NotebookInfo] = []
     for p in sorted(folder.glob("*.ipynb")):
         m = _NB_RE.match(p.name)
         if m:
+            if out and out[-1].number == m.group(1):
+                raise ProfileError(
+                    f"{out[-1].path.name} and {p.name} share the number {m.group(1)}: "
+                    "--from/--only would be ambiguous; renumber one of them"
+                )
             out.append(NotebookInfo(m.group(1), p, notebook_parameters(p)))
     return out
 
 
 def parse_param(text: str) -> tuple[str, object]:
-    """``"key=value"`` -> (key, value) with the value read as YAML (``3`` int, ``0.1`` float, ``[1,2]`` list)."""
+    """``"key=value"`` -> (key, value) with the value read as YAML, as in a profile.
+
+    ``3`` int, ``0.1`` and ``1e-3`` float, ``[1,2]`` list, ``true`` bool, ``'007'`` string.
+    """
     if "=" not in text:
         raise ProfileError(f"--param expects key=value, got {text!r}")
     key, raw = text.split("=", 1)
@@ -113,7 +178,7 @@ def parse_param(text: str) -> tuple[str, object]:
     if not key.isidentifier():
         raise ProfileError(f"--param {text!r}: {key!r} is not a valid parameter name")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_ParamLoader) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ProfileError(f"--param {text!r}: cannot read the value ({exc})") from exc
     return key, value
@@ -131,6 +196,14 @@ def _type_ok(default: object, value: object) -> bool:
     return isinstance(value, type(default))
 
 
+def _looks_like_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def check_parameters(params: dict, notebooks: list[NotebookInfo], source: str) -> None:
     """Every name in ``params`` must be declared by some notebook, with a value of the default's type."""
     declared: dict[str, tuple[str, object]] = {}
@@ -140,16 +213,17 @@ def check_parameters(params: dict, notebooks: list[NotebookInfo], source: str) -
     problems = []
     for k, v in params.items():
         if k not in declared:
-            close = difflib.get_close_matches(k, list(declared), n=3)
+            close = difflib.get_close_matches(str(k), list(declared), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             problems.append(f"{source}: parameter {k!r} is not declared by any notebook{hint}")
         elif not _type_ok(declared[k][1], v):
             nb, default = declared[k]
+            hint = ""
+            if isinstance(default, float) and isinstance(v, str) and _looks_like_float(v):
+                hint = f" (YAML reads {v} as a string: write it with a dot, e.g. {float(v)!r})"
             problems.append(
                 f"{source}: parameter {k!r} = {v!r} ({type(v).__name__}) does not match the type of its default "
-                f"{default!r} ({type(default).__name__}) in {nb}"
+                f"{default!r} ({type(default).__name__}) in {nb}{hint}"
             )
     if problems:
-        raise ProfileError(
-            "\n".join(problems) + f"\nDeclared parameters: {', '.join(sorted(declared))}"
-        )
+        raise ProfileError("\n".join(problems) + f"\nDeclared parameters: {', '.join(sorted(declared))}")

@@ -41,7 +41,9 @@ class RunnerError(RuntimeError):
     """A notebook failed; carries a plain-words description."""
 
 
-def select_notebooks(notebooks: list[NotebookInfo], start: str | None, only: list[str] | None) -> list[NotebookInfo]:
+def select_notebooks(
+    notebooks: list[NotebookInfo], start: str | None, only: list[str] | None
+) -> list[NotebookInfo]:
     """Apply ``--from NN`` / ``--only NN [NN ...]``; a number with no notebook raises :class:`ProfileError`."""
     numbers = [nb.number for nb in notebooks]
 
@@ -74,7 +76,22 @@ def check_kernel(name: str) -> None:
         )
 
 
-def _describe_failure(nb: NotebookInfo, exc: Exception) -> str:
+def _source_cell_number(nb: NotebookInfo, executed_index: int, injected: bool) -> int:
+    """1-based position in the source notebook of the cell papermill reports as ``executed_index``.
+
+    papermill counts cells of the parameterised notebook, which has its ``injected-parameters`` cell right after
+    the ``parameters`` cell whenever parameters were passed; a reader looks at the source notebook.
+    """
+    if injected:
+        cells = json.loads(nb.path.read_text()).get("cells", [])
+        tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+        if tagged and executed_index > tagged[0]:
+            executed_index -= 1
+    return executed_index + 1
+
+
+def _describe_failure(nb: NotebookInfo, exc: Exception, injected: bool = False) -> str:
+    """Plain words for a failed notebook: file, cell (1-based, counting every cell of the source), error."""
     from papermill.exceptions import PapermillExecutionError
 
     if isinstance(exc, PapermillExecutionError):
@@ -82,9 +99,10 @@ def _describe_failure(nb: NotebookInfo, exc: Exception) -> str:
         first = src[0] if src else ""
         tb = _ANSI.sub("", "\n".join(exc.traceback or []))
         last_lines = "\n".join(tb.strip().splitlines()[-6:])
+        number = _source_cell_number(nb, exc.cell_index, injected)
         return (
-            f"notebook {nb.path.name} failed in cell {exc.cell_index} (execution count {exc.exec_count}), "
-            f"which starts with: {first[:100]}\n"
+            f"notebook {nb.path.name} failed in cell {number} (counting all cells from 1; "
+            f"shown as In [{exc.exec_count}] in the executed copy), which starts with: {first[:100]}\n"
             f"error: {exc.ename}: {exc.evalue}\n"
             f"last lines of the traceback:\n{last_lines}"
         )
@@ -106,7 +124,14 @@ def run(
     out_root: Path | None = None,
     refresh_notebooks: bool = False,
 ) -> dict:
-    """Run the selected notebooks; returns ``{"notebooks": [...], "seconds": {...}}``.
+    """Run the selected notebooks; returns ``{"notebooks": [...], "seconds": {...}, "total_seconds": ...}``.
+
+    Each notebook gets only the parameters its ``parameters`` cell declares. A notebook that declares
+    ``profile`` always gets the profile being run (a contradicting value is a usage error).
+    ``nb_folder``, ``profiles_folder`` and ``out_root`` default to ``notebooks/``, ``profiles/`` and
+    ``results/<profile>/``. ``out_root`` only moves the executed copies, ``run_times.json`` and ``SUMMARY.md``:
+    the project's notebooks write their tables under ``results/<profile>/`` themselves, so point it elsewhere
+    only for notebooks that take their output folder as a parameter (the test fixtures do).
 
     Raises :class:`ProfileError` for bad usage and :class:`RunnerError` when a notebook fails.
     """
@@ -120,6 +145,16 @@ def run(
     extra = dict(parse_param(p) for p in (overrides or []))
     check_parameters(extra, notebooks, "--param")
     params.update(extra)
+    if any("profile" in nb.parameters for nb in notebooks):
+        # Notebooks place their outputs by their `profile` parameter: it must be the profile being run.
+        given = params.get("profile", profile)
+        if given != profile:
+            raise ProfileError(
+                f"parameter profile={given!r} (from profiles/{profile}.yaml or --param) contradicts "
+                f"--profile {profile}: the notebooks would write under results/{given}/ while the runner writes "
+                f"results/{profile}/. Drop it; the runner sets `profile` itself."
+            )
+        params["profile"] = profile
     chosen = select_notebooks(notebooks, start, only)
     check_kernel(kernel)
     out_root = out_root or results_dir(profile)
@@ -145,8 +180,10 @@ def run(
             )
         except Exception as exc:  # papermill raises its own and kernel/startup errors
             timings[nb.name] = time.perf_counter() - t0
-            msg = _describe_failure(nb, exc)
-            print(f"[{i}/{len(chosen)}] FAILED after {_fmt_seconds(timings[nb.name])}\n{msg}", file=sys.stderr)
+            msg = _describe_failure(nb, exc, injected=bool(nb_params))
+            print(
+                f"[{i}/{len(chosen)}] FAILED after {_fmt_seconds(timings[nb.name])}\n{msg}", file=sys.stderr
+            )
             print(f"the partly executed notebook is at {out_path}", file=sys.stderr)
             raise RunnerError(msg) from exc
         timings[nb.name] = time.perf_counter() - t0
@@ -154,7 +191,8 @@ def run(
         if refresh_notebooks:
             _refresh(out_path, nb.path)
     total = time.perf_counter() - t_all
-    print(f"all done in {_fmt_seconds(total)}; executed copies in {executed.relative_to(REPO_ROOT) if executed.is_relative_to(REPO_ROOT) else executed}")
+    shown = executed.relative_to(REPO_ROOT) if executed.is_relative_to(REPO_ROOT) else executed
+    print(f"all done in {_fmt_seconds(total)}; executed copies in {shown}", flush=True)
     write_summary(profile, out_root, timings, params)
     return {"notebooks": [nb.name for nb in chosen], "seconds": timings, "total_seconds": total}
 
@@ -162,7 +200,9 @@ def run(
 def _refresh(executed: Path, target: Path) -> None:
     """Copy an executed notebook back over its source, without papermill's injected cell and metadata."""
     nb = json.loads(executed.read_text())
-    nb["cells"] = [c for c in nb["cells"] if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    nb["cells"] = [
+        c for c in nb["cells"] if "injected-parameters" not in c.get("metadata", {}).get("tags", [])
+    ]
     for c in nb["cells"]:
         c.get("metadata", {}).pop("papermill", None)
         c.get("metadata", {}).pop("execution", None)
@@ -206,11 +246,15 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m cxrlib.reproduce",
         description="Run the notebooks in order with papermill, with a parameter profile.",
     )
-    p.add_argument("--profile", required=True, help="profiles/<name>.yaml: demo (offline, CPU) or paper (GPU server)")
+    p.add_argument(
+        "--profile", required=True, help="profiles/<name>.yaml: demo (offline, CPU) or paper (GPU server)"
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--from", dest="start", metavar="NN", help="start at notebook NN and run the rest")
     g.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks")
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="override a parameter (repeatable)")
+    p.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="override a parameter (repeatable)"
+    )
     p.add_argument("--kernel", default=KERNEL_NAME, help=f"Jupyter kernel name (default {KERNEL_NAME})")
     p.add_argument(
         "--refresh-notebooks",

@@ -527,3 +527,52 @@ def test_input_errors_are_clear():
         retrieval_metrics(img, txt, ks=(0, 5))
     with pytest.raises(ValueError, match="2-D"):
         retrieval_metrics(img[0], txt[0])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# metrics_table and chance_levels
+# ---------------------------------------------------------------------------------------------------------
+def test_chance_levels_unique_texts_exact():
+    from cxrlib.metrics import chance_levels
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(50, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    labels = np.array([0] * 20 + [1] * 30)
+    c = chance_levels(x, labels, ks=(1, 5))
+    assert c["i2t_R@1"] == pytest.approx(1 / 50) and c["t2i_R@5"] == pytest.approx(5 / 50)
+    # share of the query's label among the gallery, averaged over queries: (20*0.4 + 30*0.6) / 50
+    assert c["i2t_P@5_label"] == pytest.approx((20 * 0.4 + 30 * 0.6) / 50)
+
+
+def test_chance_levels_match_random_rankings():
+    """Shared texts: the formula agrees with retrieval_metrics on random image embeddings (Monte Carlo)."""
+    from cxrlib.metrics import chance_levels
+
+    rng = np.random.default_rng(1)
+    n, d = 200, 32
+    labels = rng.integers(0, 2, n)
+    text_id = np.where(labels == 0, rng.integers(0, 4, n), rng.integers(4, 300, n))
+    bank = rng.normal(size=(300, d))
+    text = (bank / np.linalg.norm(bank, axis=1, keepdims=True))[text_id].astype(np.float32)
+    runs = []
+    for _ in range(120):
+        img = rng.normal(size=(n, d))
+        runs.append(retrieval_metrics((img / np.linalg.norm(img, axis=1, keepdims=True)).astype(np.float32), text, labels, ks=(10,)))
+    c = chance_levels(text, labels, ks=(10,))
+    for key in ("i2t_R@10", "t2i_R@10", "i2t_P@10_label", "t2i_P@10_label"):
+        v = np.array([r[key] for r in runs])
+        assert abs(v.mean() - c[key]) < 4 * v.std() / np.sqrt(len(v)) + 1e-3, key
+    # shared texts make text->image chance much higher than K / N
+    assert c["t2i_R@10"] > 2 * 10 / n
+
+
+def test_metrics_table_formats_cis_and_names_missing_keys():
+    from cxrlib.metrics import metrics_table
+
+    res = {"a": {"i2t_R@1": 0.12345, "i2t_R@1_lo": 0.1, "i2t_R@1_hi": 0.15}, "b": {"i2t_R@1": 0.5}}
+    numbers, text = metrics_table(res, ["i2t_R@1"])
+    assert numbers.loc["a", "i2t_R@1"] == 0.123 and numbers.loc["a", "i2t_R@1_hi"] == 0.15
+    assert text.loc["a", "i2t_R@1"] == "0.123 [0.100, 0.150]" and text.loc["b", "i2t_R@1"] == "0.500"
+    with pytest.raises(KeyError, match="'a'.*t2i_R@1"):
+        metrics_table(res, ["i2t_R@1", "t2i_R@1"])

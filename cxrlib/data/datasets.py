@@ -17,7 +17,7 @@ import pandas as pd
 from cxrlib.data.manifest import Accounting, patient_split, save_manifest, validate_manifest
 from cxrlib.paths import data_dir as default_data_dir
 
-__all__ = ["DATASETS", "PreparedData", "load_dataset", "prepare_dataset", "manifest_path"]
+__all__ = ["DATASETS", "PreparedData", "load_dataset", "prepare_dataset", "manifest_path", "open_prepared"]
 
 DATASETS: tuple[str, ...] = ("phantom", "iu_xray", "mimic_cxr", "csv")
 
@@ -47,6 +47,9 @@ def _phantom(work_dir: Path, n_patients: int, seed: int, image_size: int, progre
         df = pd.read_parquet(cached)
         if all(resolve(p).is_file() for p in df["image_path"]):
             return df
+    # drop the old stamp first: an interrupted run must not leave an old stamp + manifest vouching for
+    # images that the new run has already partly overwritten (same file names, other pixels)
+    stamp.unlink(missing_ok=True)
     df = generate_corpus(out, n_patients=n_patients, seed=seed, image_size=image_size, progress=progress)
     df.to_parquet(cached, index=False)
     stamp.write_text(json.dumps(cfg))
@@ -145,6 +148,9 @@ def prepare_dataset(
         progress=progress,
     )
     df = patient_split(validate_manifest(df), ratios=tuple(split_ratios), seed=seed)
+    # re-validate: canonical dtypes (patient_split's map gives `split` pandas' string dtype, unlike a manifest
+    # read back from disk) and a check that every row has a split and no patient sits in two
+    df = validate_manifest(df, require_split=True)
     cache_dir = work_dir / "images"
     kept, img_acc = build_image_cache(df, cache_dir, image_size, aspect=aspect, num_workers=num_workers, progress=progress)
     total = Accounting(acc.source, rows_in=acc.rows_in, rows_kept=len(kept))
@@ -154,4 +160,32 @@ def prepare_dataset(
             total.examples.setdefault(k, []).extend(v)
     total.check()
     path = save_manifest(kept.reset_index(drop=True), manifest_path(work_dir))
+    record = {"dataset": dataset, "image_size": int(image_size), "aspect": aspect, "seed": int(seed),
+              "split_ratios": [float(r) for r in split_ratios], "rows": len(kept)}
+    (work_dir / PREPARED_FILE).write_text(json.dumps(record, indent=2))
     return PreparedData(kept.reset_index(drop=True), total, path, cache_dir)
+
+
+#: Written by :func:`prepare_dataset` beside the manifest: how the image cache was made.
+PREPARED_FILE = "prepared.json"
+
+
+def open_prepared(work_dir: str | Path):
+    """What notebook 01 wrote to ``work_dir``: ``(manifest, image_cache, record)``.
+
+    Notebooks 02-04 start here. A clear error names the notebook to run when anything is missing.
+    """
+    from cxrlib.data.images import ImageCache
+    from cxrlib.data.manifest import load_manifest
+
+    work_dir = Path(work_dir)
+    rec_path = work_dir / PREPARED_FILE
+    if not rec_path.is_file():
+        raise FileNotFoundError(
+            f"nothing prepared in {work_dir} (no {PREPARED_FILE}). Run notebooks/01_data_preparation.ipynb first "
+            "(or `python -m cxrlib.reproduce --profile <profile> --only 01`)."
+        )
+    record = json.loads(rec_path.read_text())
+    manifest = load_manifest(manifest_path(work_dir), require_split=True)
+    cache = ImageCache.open(work_dir / "images", record["image_size"], record["aspect"])
+    return manifest, cache, record

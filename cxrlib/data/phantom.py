@@ -113,7 +113,14 @@ FINDING_WEIGHTS: dict[str, float] = {
 }
 #: Words that count as a mention of each finding in a report (used by the tests and the figures).
 MENTION_KEYWORDS: dict[str, tuple[str, ...]] = {
-    "cardiomegaly": ("cardiomegaly", "heart size", "cardiac silhouette", "cardiac enlargement", "heart is"),
+    "cardiomegaly": (
+        "cardiomegaly",
+        "heart size",
+        "cardiac silhouette",
+        "cardiomediastinal silhouette",
+        "cardiac enlargement",
+        "heart is",
+    ),
     "pleural_effusion": ("effusion",),
     "pneumothorax": ("pneumothorax", "pneumothoraces"),
     "nodule": ("nodule", "mass"),
@@ -832,6 +839,8 @@ def generate_corpus(
     """
     if n_patients < 1:
         raise ValueError(f"n_patients must be >= 1, got {n_patients}")
+    if max_studies < 1:
+        raise ValueError(f"max_studies must be >= 1, got {max_studies}")
     for name, v in (("normal_rate", normal_rate), ("report_noise", report_noise), ("pretrain_fraction", pretrain_fraction)):
         if not 0.0 <= v <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {v}")
@@ -936,7 +945,9 @@ def plot_finding_examples(
     n_find = df[[f"finding_{f}" for f in FINDINGS]].sum(axis=1)
     for f in FINDINGS:
         rows.append((f, df[(df[f"finding_{f}"] == 1) & (n_find == 1)]))
-    fig, axes = plt.subplots(len(rows), per_finding, figsize=(3.2 * per_finding, 3.55 * len(rows)))
+    fig, axes = plt.subplots(
+        len(rows), per_finding, figsize=(3.2 * per_finding, 3.55 * len(rows)), squeeze=False
+    )
     for r, (name, sub) in enumerate(rows):
         picks: list[int] = []
         if name != "normal" and len(sub):

@@ -1,0 +1,60 @@
+# cxrlib — one-command set-up, reproduction and tests.
+# Every target works from a fresh clone with only the machine's python3 (3.11): the project
+# venv (.venv) is created on first use and refreshed when the requirement files change.
+
+PYTHON      ?= python3
+VENV        := .venv
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.installed
+KERNEL      := cxr-retrieval
+PROFILE     ?= demo
+PYTEST_ARGS ?=
+
+.PHONY: help venv reproduce test lint unit nbval lab bench lock clean-results
+
+help:
+	@echo "make reproduce   set up .venv + kernel, run the $(PROFILE) profile end to end (PROFILE=paper on a GPU server)"
+	@echo "make test        lint + unit tests + nbval on the notebooks"
+	@echo "make lab         JupyterLab on the $(KERNEL) kernel"
+	@echo "make bench       run the scripts in benchmarks/ (quick sizes)"
+	@echo "make lock        regenerate requirements.lock from a fresh install"
+
+$(STAMP): requirements.txt requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python ($(KERNEL))" >/dev/null
+	@touch $(STAMP)
+	@echo "environment ready: $(VENV) with Jupyter kernel '$(KERNEL)'"
+
+venv: $(STAMP)
+
+reproduce: $(STAMP)
+	$(PY) -m cxrlib.reproduce --profile $(PROFILE) $(ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check cxrlib tests benchmarks
+
+unit: $(STAMP)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+nbval: $(STAMP)
+	$(PY) -m pytest --nbval-lax --nbval-kernel-name $(KERNEL) --nbval-sanitize-with tests/nbval_sanitize.cfg \
+		-p no:cacheprovider notebooks $(PYTEST_ARGS)
+
+test: lint unit nbval
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+bench: $(STAMP)
+	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b --quick; done
+
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet -r requirements.txt
+	{ echo "# Full resolved environment (pip freeze of a fresh install of requirements.txt on Python 3.11, x86_64)."; \
+	  echo "# Used as a constraints file; regenerate with \`make lock\`."; \
+	  .venv-lock/bin/python -m pip freeze --exclude-editable | sort -f; } > requirements.lock
+	rm -rf .venv-lock

@@ -1,0 +1,155 @@
+"""Speed of the phantom corpus generator (:mod:`cxrlib.data.phantom`) on ONE core, against the goal.
+
+Usage::
+
+    python benchmarks/bench_phantom.py              # 600 images per measurement + a 1600-patient corpus (~1 min)
+    python benchmarks/bench_phantom.py --quick      # 120 images + a 200-patient corpus (< 30 s)
+    python benchmarks/bench_phantom.py --size 128 --repeat 3
+
+Everything runs in this process, restricted to one CPU (``os.sched_setaffinity`` where available) with
+torch / OpenMP / BLAS threads set to 1, so the numbers are per core; a machine with k free cores builds a
+corpus about k times faster with k processes.
+
+- ``render``        — :meth:`PhantomRenderer.render` alone (study → uint8 array), on pre-sampled studies;
+- ``render+PNG``    — render and PNG-encode into memory (``compress_level=1``, as ``generate_corpus`` writes),
+  which is what :func:`cxrlib.data.phantom.render_speed` measures;
+- ``corpus``        — :func:`generate_corpus` end to end at the demo size (1600 patients): sampling, reports,
+  rendering, PNG files on disk, the validated manifest (written to a temporary folder, then deleted).
+
+Goal (from the issue): render+PNG >= 200 images/s at 224 px on one core. The ratio line says how far off
+it is; the exit status is 0 unless the script itself fails. Timings on a shared machine are noisy: the
+load average is printed first; ``--repeat`` keeps the best of several runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+# one thread everywhere, set before numpy / torch are imported
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import io  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+GOAL_IMAGES_PER_S = 200.0
+GOAL_SIZE = 224
+
+
+def pin_one_core() -> str:
+    """Restrict this process to one CPU; returns a description for the header line."""
+    from cxrlib.runtime import set_threads
+
+    threads = set_threads(1)
+    if hasattr(os, "sched_setaffinity"):
+        cpu = min(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpu})
+        return f"pinned to cpu {cpu}, torch threads {threads}"
+    return f"not pinned (no sched_setaffinity), torch threads {threads}"
+
+
+def sample_studies(n: int, seed: int) -> list:
+    from cxrlib.data.phantom import PhantomConfig, sample_patient_studies
+
+    cfg = PhantomConfig()
+    rng = np.random.default_rng(seed)
+    studies: list = []
+    p = 0
+    while len(studies) < n:
+        studies.extend(sample_patient_studies(p, rng, cfg))
+        p += 1
+    return studies[:n]
+
+
+def time_render(renderer, studies: list, encode: bool) -> float:
+    """Seconds to render (and optionally PNG-encode into memory) every study once."""
+    t0 = time.perf_counter()
+    for st in studies:
+        img = renderer.render(st)
+        if encode:
+            Image.fromarray(img, mode="L").save(io.BytesIO(), format="PNG", compress_level=1)
+    return time.perf_counter() - t0
+
+
+def time_corpus(n_patients: int, size: int, seed: int) -> tuple[float, int]:
+    from cxrlib.data.phantom import generate_corpus
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        df = generate_corpus(tmp, n_patients=n_patients, seed=seed, image_size=size, progress=False)
+        return time.perf_counter() - t0, len(df)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="120 images per measurement, a 200-patient corpus")
+    ap.add_argument("--size", type=int, default=GOAL_SIZE, help=f"image side in pixels (goal: {GOAL_SIZE})")
+    ap.add_argument("--images", type=int, default=None, help="images per render measurement (default 600)")
+    ap.add_argument("--patients", type=int, default=None, help="patients in the corpus build (default 1600)")
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="time each measurement this many times, keep the best"
+    )
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    n_images = args.images or (120 if args.quick else 600)
+    n_patients = args.patients or (200 if args.quick else 1600)
+
+    where = pin_one_core()
+    from cxrlib.data.phantom import PhantomRenderer
+
+    print(
+        f"bench_phantom: size={args.size}px, images per measurement={n_images}, corpus patients={n_patients}, "
+        f"{where}, cpus={os.cpu_count()}, load average={' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
+    t0 = time.perf_counter()
+    renderer = PhantomRenderer(args.size, seed=args.seed)
+    init_s = time.perf_counter() - t0
+    studies = sample_studies(n_images, args.seed)
+    n_abnormal = sum(bool(st.findings) for st in studies)
+    time_render(renderer, studies[:10], encode=True)  # warm-up (first-touch allocations, PIL's encoder)
+
+    render_s = min(time_render(renderer, studies, encode=False) for _ in range(args.repeat))
+    png_s = min(time_render(renderer, studies, encode=True) for _ in range(args.repeat))
+    corpus_s, corpus_rows = min(
+        (time_corpus(n_patients, args.size, args.seed) for _ in range(args.repeat)), key=lambda r: r[0]
+    )
+    render_ips, png_ips, corpus_ips = n_images / render_s, n_images / png_s, corpus_rows / corpus_s
+
+    print(f"renderer set-up (texture banks, once per corpus): {init_s * 1000:.0f} ms")
+    print(f"{'measurement':<14}{'images':>8}{'seconds':>10}{'images/s':>10}{'ms/image':>10}")
+    for name, n, s in (
+        ("render", n_images, render_s),
+        ("render+PNG", n_images, png_s),
+        ("corpus", corpus_rows, corpus_s),
+    ):
+        print(f"{name:<14}{n:>8}{s:>10.2f}{n / s:>10.1f}{1000 * s / n:>10.2f}")
+    print(
+        f"    {n_abnormal}/{n_images} rendered studies abnormal; PNG encoding takes "
+        f"{100 * (png_s - render_s) / png_s:.0f} % of render+PNG; corpus = {n_patients} patients "
+        f"→ {corpus_rows} images (sampling, reports, PNG files, manifest)"
+    )
+    ratio = png_ips / GOAL_IMAGES_PER_S
+    print(
+        f"render+PNG vs goal: {png_ips:.1f} / {GOAL_IMAGES_PER_S:.0f} images/s = {ratio:.2f}x goal "
+        f"(render only {render_ips / GOAL_IMAGES_PER_S:.2f}x; corpus build {corpus_ips / GOAL_IMAGES_PER_S:.2f}x)"
+    )
+    print("goals:")
+    if args.size == GOAL_SIZE:
+        verdict = "PASS" if png_ips >= GOAL_IMAGES_PER_S else "FAIL"
+        print(
+            f"  render+PNG >= {GOAL_IMAGES_PER_S:.0f} images/s at {GOAL_SIZE} px on one core: {verdict} ({ratio:.2f}x)"
+        )
+    else:
+        print(f"  (the goal is stated at {GOAL_SIZE} px; run with --size {GOAL_SIZE} to check it)")
+    if n_patients != 1600:
+        est = 1600 * corpus_rows / n_patients / corpus_ips
+        print(f"  demo corpus (1600 patients) estimated from this run: {est:.0f} s on one core")
+
+
+if __name__ == "__main__":
+    main()

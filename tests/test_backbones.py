@@ -1,0 +1,431 @@
+"""Backbone loading through the same names users pass to ``load_backbone``, with tiny models in the true formats.
+
+No weights are downloaded: every model here is a tiny open_clip model written at run time as a ``local-dir:``
+bundle (``open_clip_config.json`` + ``open_clip_model.safetensors``) or as a snapshot in a private, offline
+Hugging Face cache. The BiomedCLIP-shaped bundle has BiomedCLIP's config layout (timm ViT image tower, Hugging
+Face BERT text tower with ``hf_proj_type="mlp"``, ``hf_pooler_type="cls_last_hidden_state_pooler"``, context
+length 256) with a 2-layer, 32-wide BERT and a 32-px ViT. Every test runs with ``HF_HUB_OFFLINE=1`` and an empty
+Hugging Face cache in ``tmp_path``, and with ``CXR_CACHE_DIR`` in ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cxrlib import backbones
+from cxrlib.backbones import (
+    DEMO_MODEL_CFG,
+    WeightsUnavailableError,
+    build_demo_backbones,
+    demo_bundle_dir,
+    export_bundle,
+    load_backbone,
+    resolve_spec,
+    save_bundle,
+    state_dict_checksum,
+)
+from cxrlib.paths import REPO_ROOT
+
+TINY_CFG = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+PREPROCESS = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "interpolation": "bicubic"}
+#: BiomedCLIP's text tower id, as its open_clip_config.json names it (never downloaded here).
+PUBMEDBERT = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
+BERT_WORDS = (
+    "the heart size is normal lungs are clear no pleural effusion or pneumothorax small right left".split()
+)
+TOKENIZER_FILES = ("config.json", "tokenizer_config.json", "vocab.txt")
+
+
+# --------------------------------------------------------------------------------------------------------
+# fixtures and builders
+# --------------------------------------------------------------------------------------------------------
+def go_offline(mp: pytest.MonkeyPatch, tmp: Path) -> Path:
+    """Offline Hugging Face with an empty cache in ``tmp``, and cxrlib's cache in ``tmp``; returns the hub cache.
+
+    huggingface_hub reads its environment once at import, so its constants are patched as well.
+    """
+    import huggingface_hub.constants as hf_constants
+
+    hf_home = tmp / "hf_home"
+    hub = hf_home / "hub"
+    hub.mkdir(parents=True, exist_ok=True)
+    for var, value in {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HOME": str(hf_home),
+        "HF_HUB_CACHE": str(hub),
+        "CXR_CACHE_DIR": str(tmp / "cxr_cache"),
+    }.items():
+        mp.setenv(var, value)
+    mp.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    mp.setattr(hf_constants, "HF_HOME", str(hf_home))
+    mp.setattr(hf_constants, "HF_HUB_CACHE", str(hub))
+    return hub
+
+
+@pytest.fixture(autouse=True)
+def offline(tmp_path, monkeypatch):
+    """Every test: offline, empty HF cache in tmp, CXR_CACHE_DIR in tmp (nothing is written to the repo)."""
+    return go_offline(monkeypatch, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def biomed(tmp_path_factory):
+    """One BiomedCLIP-shaped model and its self-contained bundle, shared (read-only) by the tests below."""
+    tmp = tmp_path_factory.mktemp("biomed")
+    with pytest.MonkeyPatch.context() as mp:
+        go_offline(mp, tmp)
+        model, cfg, bert = make_biomedclip_like(tmp)
+        bundle = save_bundle(
+            model, cfg, {"mean": [0.48145466, 0.4578275, 0.40821073]}, tmp / "biomedclip_like"
+        )
+        for f in bert.iterdir():
+            shutil.copy(f, bundle / f.name)
+    return {"model": model, "cfg": cfg, "bert": bert, "bundle": bundle}
+
+
+def copy_bundle(biomed: dict, dest: Path) -> Path:
+    """A private copy of the shared bundle (for tests that delete files)."""
+    return Path(shutil.copytree(biomed["bundle"], dest))
+
+
+def tiny_clip(seed: int = 0) -> torch.nn.Module:
+    from open_clip.model import CLIP
+
+    torch.manual_seed(seed)
+    return CLIP(**json.loads(json.dumps(TINY_CFG))).eval()
+
+
+def write_tiny_bert(folder: Path, context_length: int = 256) -> Path:
+    """A 2-layer, 32-wide BERT config and a matching WordPiece tokenizer, saved with transformers into ``folder``."""
+    from transformers import BertConfig, BertTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *BERT_WORDS]) + "\n")
+    BertTokenizer(str(vocab), do_lower_case=True).save_pretrained(folder)
+    BertConfig(
+        vocab_size=5 + len(BERT_WORDS),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=context_length,
+        pad_token_id=0,
+    ).save_pretrained(folder)
+    return folder
+
+
+def biomedclip_like_cfg(context_length: int = 256) -> dict:
+    """BiomedCLIP's open_clip model config, shrunk: timm ViT (32 px) + BERT text tower (MLP proj, CLS pooler)."""
+    return {
+        "embed_dim": 16,
+        "vision_cfg": {
+            "timm_model_name": "vit_tiny_patch16_224",
+            "timm_model_pretrained": False,
+            "timm_pool": "",
+            "timm_proj": "linear",
+            "image_size": 32,
+        },
+        "text_cfg": {
+            "hf_model_name": PUBMEDBERT,
+            "hf_tokenizer_name": PUBMEDBERT,
+            "hf_proj_type": "mlp",
+            "hf_pooler_type": "cls_last_hidden_state_pooler",
+            "context_length": context_length,
+        },
+    }
+
+
+def make_biomedclip_like(tmp: Path, seed: int = 0) -> tuple[torch.nn.Module, dict, Path]:
+    """(model with random weights, its model_cfg, folder holding the tiny BERT's config + tokenizer)."""
+    from open_clip.model import CustomTextCLIP
+
+    bert = write_tiny_bert(tmp / "tiny_bert")
+    cfg = biomedclip_like_cfg()
+    build_text = {**cfg["text_cfg"], "hf_model_name": str(bert), "hf_model_pretrained": False}
+    torch.manual_seed(seed)
+    model = CustomTextCLIP(
+        embed_dim=cfg["embed_dim"], vision_cfg=dict(cfg["vision_cfg"]), text_cfg=build_text
+    )
+    return model.eval(), cfg, bert
+
+
+def add_snapshot(hub: Path, repo_id: str, files: list[Path]) -> Path:
+    """Put ``files`` into the offline HF cache as the ``main`` revision of ``repo_id`` (the hub's cache layout)."""
+    repo = hub / ("models--" + repo_id.replace("/", "--"))
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    snap = repo / "snapshots" / revision
+    snap.mkdir(parents=True, exist_ok=True)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    for f in files:
+        shutil.copy(f, snap / f.name)
+    return snap
+
+
+def bert_text_out(model: torch.nn.Module, tokenizer, text: str) -> torch.Tensor:
+    with torch.no_grad():
+        return model.encode_text(tokenizer([text]))
+
+
+# --------------------------------------------------------------------------------------------------------
+# local-dir bundles
+# --------------------------------------------------------------------------------------------------------
+def test_tiny_open_clip_bundle_loads_through_local_dir(tmp_path):
+    model = tiny_clip(seed=1)
+    bundle = save_bundle(model, TINY_CFG, PREPROCESS, tmp_path / "tiny", meta={"made_by": "test"})
+    assert sorted(p.name for p in bundle.iterdir()) == [
+        "cxrlib_bundle.json",
+        "open_clip_config.json",
+        "open_clip_model.safetensors",
+    ]
+    # the path is given relative to the repo root, as a profile would store it
+    rel = os.path.relpath(bundle, REPO_ROOT)
+    bb = load_backbone(f"local-dir:{rel}")
+
+    assert bb.embed_dim == 16
+    assert bb.image_size == 32
+    assert bb.context_length == 24
+    assert bb.mean == (0.5, 0.5, 0.5) and bb.std == (0.25, 0.25, 0.25)
+    assert bb.tokenizer(["the heart is normal", "clear lungs"]).shape == (2, 24)
+    assert not bb.model.training
+    assert bb.info["bundle"] == {"made_by": "test"}
+    checksum = state_dict_checksum(model)
+    assert bb.weights_id == f"local-dir:{rel}@sha256:{checksum[:16]}"
+    assert state_dict_checksum(bb.model) == checksum
+
+    # open_clip's own preprocessing: any PIL image -> (3, 32, 32)
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50), dtype=np.uint8), mode="L")
+    assert tuple(bb.preprocess(img).shape) == (3, 32, 32)
+    # ... and prepare_images (the cache path) agrees with it on a square 32-px image
+    sq = np.random.default_rng(1).integers(0, 256, (32, 32), dtype=np.uint8)
+    ours = bb.prepare_images(torch.from_numpy(sq[None]))[0]
+    theirs = bb.preprocess(Image.fromarray(sq, mode="L"))
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        z = bb.model.encode_image(ours[None])
+        z_ref = model.encode_image(ours[None])
+    torch.testing.assert_close(z, z_ref)
+    assert z.shape == (1, 16)
+
+
+def test_biomedclip_shaped_bundle_loads_offline(biomed):
+    model, bundle = biomed["model"], biomed["bundle"]
+    cfg = json.loads((bundle / "open_clip_config.json").read_text())["model_cfg"]
+    assert (
+        cfg["text_cfg"]["hf_model_name"] == PUBMEDBERT
+    )  # the hub id stays; the bundle's config.json is used
+
+    bb = load_backbone(f"local-dir:{bundle}")
+    assert bb.context_length == 256
+    assert bb.image_size == 32
+    assert bb.embed_dim == 16
+    assert state_dict_checksum(bb.model) == state_dict_checksum(model)
+    assert bb.weights_id.endswith(state_dict_checksum(model)[:16])
+    text_tower = bb.model.text
+    assert type(text_tower).__name__ == "HFTextEncoder"
+    assert text_tower.config.hidden_size == 32 and text_tower.config.num_hidden_layers == 2
+    assert isinstance(text_tower.proj, torch.nn.Sequential)  # hf_proj_type="mlp"
+    assert type(text_tower.pooler).__name__ == "ClsLastHiddenStatePooler"
+
+    tok = bb.tokenizer(["The heart size is normal.", " ".join(["lungs"] * 400)])
+    assert tok.shape == (2, 256)  # padded / truncated to the context length
+    assert tok[0, 0].item() == 2  # [CLS] of the bundle's vocab
+    assert tok[0, 1].item() == 5 + BERT_WORDS.index("the")
+    assert (tok[1] != 0).all()  # the long text fills all 256 positions
+
+    out = bert_text_out(bb.model, bb.tokenizer, "no pleural effusion")
+    ref = bert_text_out(model, bb.tokenizer, "no pleural effusion")
+    assert out.shape == (1, 16) and torch.isfinite(out).all()
+    torch.testing.assert_close(out, ref)
+
+
+def test_export_bundle_roundtrip_of_biomedclip_shaped_bundle(tmp_path, biomed):
+    model, bundle = biomed["model"], copy_bundle(biomed, tmp_path / "source")
+    out = export_bundle(f"local-dir:{bundle}", tmp_path / "exported")
+    for f in ("open_clip_config.json", "open_clip_model.safetensors", "cxrlib_bundle.json", "config.json"):
+        assert (out / f).is_file(), f
+    assert (out / "tokenizer_config.json").is_file()
+    assert (out / "tokenizer.json").is_file() or (out / "vocab.txt").is_file()  # as transformers saves it
+    meta = json.loads((out / "cxrlib_bundle.json").read_text())
+    assert meta["weights_id"].endswith(state_dict_checksum(model)[:16])
+
+    shutil.rmtree(bundle)  # the export must not depend on the source folder
+    bb = load_backbone(f"local-dir:{out}")
+    assert state_dict_checksum(bb.model) == state_dict_checksum(model)
+    assert bb.context_length == 256
+    torch.testing.assert_close(
+        bert_text_out(bb.model, bb.tokenizer, "small right pneumothorax"),
+        bert_text_out(model, bb.tokenizer, "small right pneumothorax"),
+    )
+
+
+def test_warm_hf_cache_loads_offline_and_exports(tmp_path, offline, biomed):
+    """The paper's route: ``hf-hub:`` names offline from a warm Hugging Face cache (+ the text tower's files)."""
+    model, staged, bert = biomed["model"], biomed["bundle"], biomed["bert"]
+    add_snapshot(
+        offline,
+        "org/tiny-biomedclip",
+        [staged / "open_clip_config.json", staged / "open_clip_model.safetensors"],
+    )
+    add_snapshot(offline, PUBMEDBERT, [bert / f for f in TOKENIZER_FILES])
+
+    bb = load_backbone("hf-hub:org/tiny-biomedclip")
+    assert bb.weights_id == f"hf-hub:org/tiny-biomedclip@sha256:{state_dict_checksum(model)[:16]}"
+    assert bb.context_length == 256
+
+    out = export_bundle("hf-hub:org/tiny-biomedclip", tmp_path / "from_cache")
+    shutil.rmtree(offline / ("models--" + PUBMEDBERT.replace("/", "--")))  # the bundle needs no cache
+    assert state_dict_checksum(load_backbone(f"local-dir:{out}").model) == state_dict_checksum(model)
+
+
+# --------------------------------------------------------------------------------------------------------
+# errors
+# --------------------------------------------------------------------------------------------------------
+def test_unknown_name_lists_accepted_names():
+    with pytest.raises(ValueError, match="unknown backbone 'ViT-B-16'") as err:
+        load_backbone("ViT-B-16")
+    msg = str(err.value)
+    for accepted in ("clip", "biomedclip", "demo", "demo-random", "hf-hub:", "local-dir:"):
+        assert accepted in msg
+
+
+def test_clip_alias_matches_the_activation_of_openai_weights():
+    """OpenAI's CLIP was trained with QuickGELU; open_clip 3 only warns when the config says otherwise."""
+    import open_clip
+    from open_clip.pretrained import get_pretrained_cfg
+
+    for name, (spec, tag) in backbones.ALIASES.items():
+        if tag is None:
+            continue
+        quick = get_pretrained_cfg(spec, tag).get("quick_gelu", False)
+        assert open_clip.get_model_config(spec).get("quick_gelu", False) == quick, name
+    assert resolve_spec("clip") == ("ViT-B-16-quickgelu", "openai")
+
+
+def test_clip_offline_with_empty_cache_says_how_to_fix():
+    with pytest.raises(WeightsUnavailableError) as err:
+        load_backbone("clip")
+    msg = str(err.value)
+    assert "--warm clip" in msg and "HF_HOME" in msg and "HF_HUB_OFFLINE=1" in msg
+    assert "local-dir:" in msg and "--export clip" in msg
+
+
+def test_biomedclip_offline_with_empty_cache_mentions_text_tower():
+    with pytest.raises(WeightsUnavailableError) as err:
+        load_backbone("biomedclip")
+    msg = str(err.value)
+    assert "--warm biomedclip" in msg and "local-dir:" in msg
+    assert "text tower" in msg and "BiomedBERT" in msg and "config" in msg
+
+
+def test_hf_hub_with_cached_config_but_no_weights_is_an_error_not_random_weights(offline, tmp_path):
+    staged = save_bundle(tiny_clip(), TINY_CFG, PREPROCESS, tmp_path / "staged")
+    add_snapshot(offline, "org/tiny", [staged / "open_clip_config.json"])  # weights never cached
+    with pytest.raises(WeightsUnavailableError, match="could not be loaded"):
+        load_backbone("hf-hub:org/tiny")
+
+
+def test_local_dir_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(WeightsUnavailableError, match="open_clip_config.json") as err:
+        load_backbone(f"local-dir:{empty}")
+    assert "export_bundle" in str(err.value)
+    with pytest.raises(WeightsUnavailableError, match="no open_clip bundle"):
+        load_backbone(f"local-dir:{tmp_path / 'does-not-exist'}")
+
+    # config without weights: open_clip would silently initialise randomly
+    no_weights = save_bundle(tiny_clip(), TINY_CFG, PREPROCESS, tmp_path / "no_weights")
+    (no_weights / "open_clip_model.safetensors").unlink()
+    with pytest.raises(WeightsUnavailableError, match="no weights file"):
+        load_backbone(f"local-dir:{no_weights}")
+
+
+def test_biomedclip_shaped_bundle_without_text_tower_config(tmp_path, biomed):
+    bundle = copy_bundle(biomed, tmp_path / "no_text_config")
+    for f in TOKENIZER_FILES + ("tokenizer.json",):
+        (bundle / f).unlink(missing_ok=True)
+    with pytest.raises(WeightsUnavailableError) as err:
+        load_backbone(f"local-dir:{bundle}")
+    msg = str(err.value)
+    assert PUBMEDBERT in msg and "config.json" in msg and "export" in msg and "HF_HOME" in msg
+
+
+def test_demo_not_built_says_how_to_build(tmp_path):
+    with pytest.raises(WeightsUnavailableError, match="build_demo_backbones"):
+        load_backbone("demo")
+    assert demo_bundle_dir("demo-random").is_relative_to(tmp_path)
+
+
+def test_state_dict_checksum_identifies_weights():
+    a, b = tiny_clip(seed=0), tiny_clip(seed=0)
+    assert state_dict_checksum(a) == state_dict_checksum(b)
+    with torch.no_grad():
+        b.logit_scale.add_(1e-6)
+    assert state_dict_checksum(a) != state_dict_checksum(b)
+    assert state_dict_checksum(a) != state_dict_checksum(tiny_clip(seed=1))
+
+
+# --------------------------------------------------------------------------------------------------------
+# the demo backbones
+# --------------------------------------------------------------------------------------------------------
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_build_demo_backbones_deterministic_and_reused(tmp_path):
+    from cxrlib.data.images import ImageCache, build_image_cache
+    from cxrlib.data.phantom import generate_corpus
+
+    size = DEMO_MODEL_CFG["vision_cfg"]["image_size"]
+    manifest = generate_corpus(
+        tmp_path / "corpus", n_patients=18, seed=3, image_size=size, pretrain_fraction=1.0, progress=False
+    )
+    build_image_cache(manifest, tmp_path / "images", size, progress=False)
+    cache = ImageCache.open(tmp_path / "images", size)
+    kw = {"seed": 0, "epochs": 1, "batch_size": 16, "progress": False}
+
+    with pytest.raises(ValueError, match="split == 'pretrain'"):
+        build_demo_backbones(manifest.iloc[:10], cache, **kw)
+
+    first = build_demo_backbones(manifest, cache, force=True, **kw)
+    assert not first["reused"]
+    assert first["demo"].is_relative_to(tmp_path / "cxr_cache")  # CXR_CACHE_DIR is honoured
+    assert len(first["history"]) == 1 and np.isfinite(first["history"][0]["clip_loss"])
+    files = {k: first[k] / "open_clip_model.safetensors" for k in ("demo", "demo-random")}
+    sha1 = {k: _sha(f) for k, f in files.items()}
+    assert sha1["demo"] != sha1["demo-random"]  # trained vs random
+
+    r1, r2 = load_backbone("demo-random"), load_backbone("demo-random")
+    assert r1.weights_id == r2.weights_id
+    d1 = load_backbone("demo")
+    assert d1.weights_id != r1.weights_id
+    assert (d1.image_size, d1.context_length, d1.embed_dim) == (size, 96, 128)
+    assert d1.info["bundle"]["epochs"] == 1
+
+    second = build_demo_backbones(manifest, cache, force=True, **kw)
+    assert not second["reused"]
+    assert {k: _sha(f) for k, f in files.items()} == sha1  # bit-identical rebuild
+    assert second["history"] == first["history"]
+    assert load_backbone("demo").weights_id == d1.weights_id
+
+    mtime = files["demo"].stat().st_mtime_ns
+    third = build_demo_backbones(manifest, cache, **kw)
+    assert third["reused"] and third["seconds"] == 0.0
+    assert third["history"] == first["history"]
+    assert files["demo"].stat().st_mtime_ns == mtime  # not retrained, not rewritten
