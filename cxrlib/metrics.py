@@ -1080,8 +1080,16 @@ def retrieval_metrics(
 
 #: The columns of the comparison tables of notebooks 02 and 03 (for ``ks=(1, 5, 10)``).
 TABLE_KEYS: tuple[str, ...] = (
-    "i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10",
-    "i2t_P@10_label", "t2i_P@10_label", "i2t_mAP@10_label", "t2i_mAP@10_label",
+    "i2t_R@1",
+    "i2t_R@5",
+    "i2t_R@10",
+    "t2i_R@1",
+    "t2i_R@5",
+    "t2i_R@10",
+    "i2t_P@10_label",
+    "t2i_P@10_label",
+    "i2t_mAP@10_label",
+    "t2i_mAP@10_label",
 )
 
 
@@ -1101,7 +1109,9 @@ def metrics_table(
     for name, res in results.items():
         missing = [k for k in keys if k not in res]
         if missing:
-            raise KeyError(f"{name!r} has no metric(s) {missing}; was retrieval_metrics called with these ks?")
+            raise KeyError(
+                f"{name!r} has no metric(s) {missing}; was retrieval_metrics called with these ks?"
+            )
         num, txt = {}, {}
         for k in keys:
             v = round(float(res[k]), digits)
@@ -1119,7 +1129,9 @@ def metrics_table(
     return numbers, text
 
 
-def chance_levels(text_emb: np.ndarray | torch.Tensor, labels: np.ndarray | Sequence[int], ks: Sequence[int]) -> dict[str, float]:
+def chance_levels(
+    text_emb: np.ndarray | torch.Tensor, labels: np.ndarray | Sequence[int], ks: Sequence[int]
+) -> dict[str, float]:
     """Expected value of ``R@K`` and ``P@K_label`` under a uniformly random ranking, same counting rules.
 
     The gallery structure decides chance, so it is computed from the data rather than guessed: with ``M``
@@ -1136,7 +1148,9 @@ def chance_levels(text_emb: np.ndarray | torch.Tensor, labels: np.ndarray | Sequ
     n_uni = m_rows.size
     counts = np.zeros((n_uni, codes.max() + 1), dtype=np.int64)
     np.add.at(counts, (uid, codes), 1)
-    text_lab = counts.shape[1] - 1 - np.argmax(counts[:, ::-1], axis=1)  # majority; a tie goes to the larger label
+    text_lab = (
+        counts.shape[1] - 1 - np.argmax(counts[:, ::-1], axis=1)
+    )  # majority; a tie goes to the larger label
     out: dict[str, float] = {}
     for k in _normalise_ks(ks):
         kk_t, kk_i = min(k, n_uni), min(k, n)

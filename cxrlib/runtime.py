@@ -19,7 +19,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     for a fixed thread count (see :func:`set_threads`).
     """
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds the legacy global RNG that third-party code still uses
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)

@@ -558,7 +558,11 @@ def test_chance_levels_match_random_rankings():
     runs = []
     for _ in range(120):
         img = rng.normal(size=(n, d))
-        runs.append(retrieval_metrics((img / np.linalg.norm(img, axis=1, keepdims=True)).astype(np.float32), text, labels, ks=(10,)))
+        runs.append(
+            retrieval_metrics(
+                (img / np.linalg.norm(img, axis=1, keepdims=True)).astype(np.float32), text, labels, ks=(10,)
+            )
+        )
     c = chance_levels(text, labels, ks=(10,))
     for key in ("i2t_R@10", "t2i_R@10", "i2t_P@10_label", "t2i_P@10_label"):
         v = np.array([r[key] for r in runs])

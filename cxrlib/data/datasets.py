@@ -152,7 +152,9 @@ def prepare_dataset(
     # read back from disk) and a check that every row has a split and no patient sits in two
     df = validate_manifest(df, require_split=True)
     cache_dir = work_dir / "images"
-    kept, img_acc = build_image_cache(df, cache_dir, image_size, aspect=aspect, num_workers=num_workers, progress=progress)
+    kept, img_acc = build_image_cache(
+        df, cache_dir, image_size, aspect=aspect, num_workers=num_workers, progress=progress
+    )
     total = Accounting(acc.source, rows_in=acc.rows_in, rows_kept=len(kept))
     total.dropped = acc.dropped + img_acc.dropped
     for src in (acc.examples, img_acc.examples):
@@ -160,8 +162,14 @@ def prepare_dataset(
             total.examples.setdefault(k, []).extend(v)
     total.check()
     path = save_manifest(kept.reset_index(drop=True), manifest_path(work_dir))
-    record = {"dataset": dataset, "image_size": int(image_size), "aspect": aspect, "seed": int(seed),
-              "split_ratios": [float(r) for r in split_ratios], "rows": len(kept)}
+    record = {
+        "dataset": dataset,
+        "image_size": int(image_size),
+        "aspect": aspect,
+        "seed": int(seed),
+        "split_ratios": [float(r) for r in split_ratios],
+        "rows": len(kept),
+    }
     (work_dir / PREPARED_FILE).write_text(json.dumps(record, indent=2))
     return PreparedData(kept.reset_index(drop=True), total, path, cache_dir)
 

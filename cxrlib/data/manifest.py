@@ -182,7 +182,9 @@ def validate_manifest(df: pd.DataFrame, require_split: bool = False) -> pd.DataF
     lab = pd.to_numeric(out["label"], errors="coerce")
     bad = ~lab.isin([0, 1])
     if bad.any():
-        raise ManifestError(f"column 'label' must be 0 (normal) or 1 (abnormal); bad value at {_rows(bad, out)}")
+        raise ManifestError(
+            f"column 'label' must be 0 (normal) or 1 (abnormal); bad value at {_rows(bad, out)}"
+        )
     out["label"] = lab.astype("int64")
     dup = out["image_id"].duplicated(keep=False)
     if dup.any():
@@ -267,7 +269,13 @@ def multi_hot(df: pd.DataFrame, vocab: Sequence[str] | None = None) -> tuple[np.
     return out, vocab
 
 
-_OFFICIAL_SPLIT_NAMES = {"train": "train", "validate": "val", "validation": "val", "val": "val", "test": "test"}
+_OFFICIAL_SPLIT_NAMES = {
+    "train": "train",
+    "validate": "val",
+    "validation": "val",
+    "val": "val",
+    "test": "test",
+}
 
 
 def patient_split(
@@ -287,7 +295,9 @@ def patient_split(
       dealt. A patient who is partly assigned keeps their existing split for all rows.
     """
     if len(ratios) != 3 or any(r < 0 for r in ratios) or not np.isclose(sum(ratios), 1.0):
-        raise ValueError(f"ratios must be three non-negative numbers (train, val, test) summing to 1, got {ratios}")
+        raise ValueError(
+            f"ratios must be three non-negative numbers (train, val, test) summing to 1, got {ratios}"
+        )
     out = df.copy()
     out["split"] = out["split"].map(lambda s: _OFFICIAL_SPLIT_NAMES.get(s, s))
     if not honour_existing:

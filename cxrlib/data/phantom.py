@@ -378,11 +378,29 @@ class PhantomRenderer:
     def _lungs(anat: dict[str, float]) -> dict[str, dict[str, float]]:
         # per side: centre (cx, cy), half axes (a, b), diaphragm dome peak y and its x, lateral sign
         return {
-            "right": {"cx": -0.43, "cy": 0.06, "a": 0.31, "b": 0.68, "dome": anat["dome_r"], "dx": -0.42, "sgn": -1.0},
-            "left": {"cx": 0.41, "cy": 0.08, "a": 0.29, "b": 0.67, "dome": anat["dome_l"], "dx": 0.40, "sgn": 1.0},
+            "right": {
+                "cx": -0.43,
+                "cy": 0.06,
+                "a": 0.31,
+                "b": 0.68,
+                "dome": anat["dome_r"],
+                "dx": -0.42,
+                "sgn": -1.0,
+            },
+            "left": {
+                "cx": 0.41,
+                "cy": 0.08,
+                "a": 0.29,
+                "b": 0.67,
+                "dome": anat["dome_l"],
+                "dx": 0.40,
+                "sgn": 1.0,
+            },
         }
 
-    def _box(self, x0: float, y0: float, r: float, anat: dict[str, float], acq: dict[str, float]) -> tuple[slice, slice]:
+    def _box(
+        self, x0: float, y0: float, r: float, anat: dict[str, float], acq: dict[str, float]
+    ) -> tuple[slice, slice]:
         """Full-resolution pixel box that safely contains a disc of radius r around anatomy point (x0, y0)."""
         pad = r * anat["scale"] * 1.5 + 0.03
         cx = x0 * anat["scale"] + anat["tx"] + acq["shift_x"]
@@ -435,7 +453,9 @@ class PhantomRenderer:
         img **= acq["gamma"]
         sigma = acq["blur"] * self.size / 224.0
         if sigma > 0.45:
-            img = gaussian_filter(img, math.sqrt(sigma**2 - 0.2), truncate=2.0)  # bilinear already blurs ~0.45 px
+            img = gaussian_filter(
+                img, math.sqrt(sigma**2 - 0.2), truncate=2.0
+            )  # bilinear already blurs ~0.45 px
         seed = int(acq["seed"])
         field_ = self.noise[seed % len(self.noise)]
         oy, ox = (seed >> 1) % self.size, (seed >> 12) % self.size
@@ -578,7 +598,9 @@ class PhantomRenderer:
                 L = lungs[side]
                 y0 = L["dome"] - 0.11 + 0.03 * float(atel.get("u", 0.0))
                 line_y = y0 + 0.12 * (x - L["cx"]) * L["sgn"]
-                band = _ramp(np.abs(y - line_y) - thick, 0.014) * _ramp(np.abs(x - L["cx"]) - 0.6 * L["a"], 0.04)
+                band = _ramp(np.abs(y - line_y) - thick, 0.014) * _ramp(
+                    np.abs(x - L["cx"]) - 0.6 * L["a"], 0.04
+                )
                 dens += 0.2 * band * side_masks[side] * (1.0 - heart)
         return dens.astype(np.float32, copy=False), mark_w.astype(np.float32, copy=False)
 
@@ -590,14 +612,23 @@ _CTR = {"mild": 0.535, "moderate": 0.59, "severe": 0.66}
 # Reports
 # --------------------------------------------------------------------------------------------------------
 _NORMAL_FINDINGS = (
-    ("The heart size and mediastinal contours are within normal limits. The lungs are clear. "
-     "No pleural effusion or pneumothorax.", 0.42),
+    (
+        "The heart size and mediastinal contours are within normal limits. The lungs are clear. "
+        "No pleural effusion or pneumothorax.",
+        0.42,
+    ),
     ("Heart size is normal. The lungs are clear. No pleural effusion or pneumothorax.", 0.2),
-    ("The cardiomediastinal silhouette is normal. No focal airspace consolidation. "
-     "No pleural effusion or pneumothorax. No acute osseous abnormality.", 0.16),
+    (
+        "The cardiomediastinal silhouette is normal. No focal airspace consolidation. "
+        "No pleural effusion or pneumothorax. No acute osseous abnormality.",
+        0.16,
+    ),
     ("Normal heart size. Clear lungs. No effusion or pneumothorax.", 0.12),
-    ("The lungs are well expanded and clear. The cardiomediastinal silhouette is within normal limits. "
-     "No pneumothorax or pleural effusion.", 0.1),
+    (
+        "The lungs are well expanded and clear. The cardiomediastinal silhouette is within normal limits. "
+        "No pneumothorax or pleural effusion.",
+        0.1,
+    ),
 )
 _NORMAL_IMPRESSIONS = (
     ("No acute cardiopulmonary abnormality.", 0.5),
@@ -619,7 +650,11 @@ _MASS_CM = (3.5, 6.0)
 
 # Negation sentences; each lists the findings it negates. Used only for absent findings.
 _NEGATIONS: dict[tuple[str, ...], tuple[str, ...]] = {
-    ("cardiomegaly",): ("Heart size is normal.", "The heart is normal in size.", "Normal cardiac silhouette."),
+    ("cardiomegaly",): (
+        "Heart size is normal.",
+        "The heart is normal in size.",
+        "Normal cardiac silhouette.",
+    ),
     ("pleural_effusion", "pneumothorax"): (
         "No pleural effusion or pneumothorax.",
         "There is no pleural effusion or pneumothorax.",
@@ -670,7 +705,9 @@ def _positive(name: str, a: dict[str, str | float], rng: np.random.Generator) ->
             rng,
             [
                 f"{sev.capitalize()} {side} {noun}.",
-                f"There is a {sev} {side} {noun}." if side != "bilateral" else f"There are {sev} {side} {noun}.",
+                f"There is a {sev} {side} {noun}."
+                if side != "bilateral"
+                else f"There are {sev} {side} {noun}.",
                 f"{sev.capitalize()} {side} {noun} with blunting of the costophrenic angle"
                 + ("s." if side == "bilateral" else "."),
             ],
@@ -681,13 +718,17 @@ def _positive(name: str, a: dict[str, str | float], rng: np.random.Generator) ->
         if sev == "small":
             s = _pick(rng, [f"Small {side} apical pneumothorax.", f"There is a small {side} pneumothorax."])
         else:
-            s = _pick(rng, [f"Large {side} pneumothorax.", f"Large {side} pneumothorax with partial lung collapse."])
+            s = _pick(
+                rng, [f"Large {side} pneumothorax.", f"Large {side} pneumothorax with partial lung collapse."]
+            )
         return s, f"{sev} {side} pneumothorax"
     if name == "nodule":
         lobe = _LOBE[(str(a["side"]), str(a["zone"]))]
         if sev == "mass":
             cm = rng.uniform(*_MASS_CM)
-            s = _pick(rng, [f"{cm:.1f} cm mass in the {lobe}.", f"There is a {cm:.1f} cm mass in the {lobe}."])
+            s = _pick(
+                rng, [f"{cm:.1f} cm mass in the {lobe}.", f"There is a {cm:.1f} cm mass in the {lobe}."]
+            )
             return s, f"{lobe} mass"
         lo, hi = _NODULE_MM[sev]
         mm = int(rng.integers(lo, hi + 1))
@@ -697,14 +738,25 @@ def _positive(name: str, a: dict[str, str | float], rng: np.random.Generator) ->
     if name == "consolidation":
         lobe = _LOBE[(str(a["side"]), str(a["zone"]))]
         if sev == "dense":
-            s = _pick(rng, [f"Dense consolidation in the {lobe}.", f"Dense {lobe} consolidation with air bronchograms."])
+            s = _pick(
+                rng,
+                [f"Dense consolidation in the {lobe}.", f"Dense {lobe} consolidation with air bronchograms."],
+            )
         else:
-            s = _pick(rng, [f"Patchy airspace opacity in the {lobe}.", f"Patchy consolidation in the {lobe}."])
+            s = _pick(
+                rng, [f"Patchy airspace opacity in the {lobe}.", f"Patchy consolidation in the {lobe}."]
+            )
         return s, f"{lobe} consolidation, which may represent pneumonia"
     if name == "edema":
         s = {
-            "mild": _pick(rng, ["Mild pulmonary vascular congestion and interstitial edema.", "Mild interstitial edema."]),
-            "moderate": _pick(rng, ["Moderate pulmonary edema.", "Moderate interstitial pulmonary edema with Kerley B lines."]),
+            "mild": _pick(
+                rng,
+                ["Mild pulmonary vascular congestion and interstitial edema.", "Mild interstitial edema."],
+            ),
+            "moderate": _pick(
+                rng,
+                ["Moderate pulmonary edema.", "Moderate interstitial pulmonary edema with Kerley B lines."],
+            ),
             "severe": _pick(rng, ["Severe pulmonary edema.", "Diffuse bilateral alveolar edema."]),
         }[sev]
         return s, f"{sev} pulmonary edema"
@@ -787,7 +839,9 @@ def write_report(
             neg_sentences.append(f"Previously seen {_CHANGE_NOUNS[name]} has resolved.")
             negated.append(name)
     if rng.random() < 0.3:
-        neg_sentences.append(_pick(rng, ["No acute osseous abnormality.", "The osseous structures are intact."]))
+        neg_sentences.append(
+            _pick(rng, ["No acute osseous abnormality.", "The osseous structures are intact."])
+        )
     body = sentences + neg_sentences
     if rng.random() < 0.3:
         # occasionally lead with negatives (heart first is the usual order)
@@ -841,11 +895,18 @@ def generate_corpus(
         raise ValueError(f"n_patients must be >= 1, got {n_patients}")
     if max_studies < 1:
         raise ValueError(f"max_studies must be >= 1, got {max_studies}")
-    for name, v in (("normal_rate", normal_rate), ("report_noise", report_noise), ("pretrain_fraction", pretrain_fraction)):
+    for name, v in (
+        ("normal_rate", normal_rate),
+        ("report_noise", report_noise),
+        ("pretrain_fraction", pretrain_fraction),
+    ):
         if not 0.0 <= v <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {v}")
     cfg = PhantomConfig(
-        normal_rate=normal_rate, report_noise=report_noise, pretrain_fraction=pretrain_fraction, max_studies=max_studies
+        normal_rate=normal_rate,
+        report_noise=report_noise,
+        pretrain_fraction=pretrain_fraction,
+        max_studies=max_studies,
     )
     out_dir = Path(out_dir)
     img_dir = out_dir / "images"
@@ -917,7 +978,10 @@ def findings_table(df: pd.DataFrame) -> pd.DataFrame:
     table["total"] = table.sum(axis=1)
     table["% of studies"] = (100.0 * table["total"] / len(df)).round(1)
     normal = pd.DataFrame(
-        {"total": [int((df["label"] == 0).sum())], "% of studies": [round(100.0 * (df["label"] == 0).mean(), 1)]},
+        {
+            "total": [int((df["label"] == 0).sum())],
+            "% of studies": [round(100.0 * (df["label"] == 0).mean(), 1)],
+        },
         index=["(normal)"],
     )
     out = pd.concat([table, normal]).fillna(0)
@@ -952,7 +1016,11 @@ def plot_finding_examples(
         picks: list[int] = []
         if name != "normal" and len(sub):
             for sev in SEVERITIES[name]:
-                cand = [i for i, d in zip(sub.index, sub["finding_detail"], strict=True) if json.loads(d)[name]["severity"] == sev]
+                cand = [
+                    i
+                    for i, d in zip(sub.index, sub["finding_detail"], strict=True)
+                    if json.loads(d)[name]["severity"] == sev
+                ]
                 if cand:
                     picks.append(int(rng.choice(cand)))
         rest = [i for i in sub.index if i not in picks]
@@ -967,7 +1035,11 @@ def plot_finding_examples(
             row = df.loc[picks[c]]
             ax.imshow(np.asarray(Image.open(resolve(row["image_path"]))), cmap="gray", vmin=0, vmax=255)
             detail = json.loads(row["finding_detail"]).get(name, {})
-            head = name if name == "normal" else f"{name}: {detail.get('severity', '')} {detail.get('side', '')}".strip()
+            head = (
+                name
+                if name == "normal"
+                else f"{name}: {detail.get('severity', '')} {detail.get('side', '')}".strip()
+            )
             text = row["text"]
             excerpt = text if len(text) <= excerpt_chars else text[: excerpt_chars - 1] + "…"
             import textwrap

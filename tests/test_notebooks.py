@@ -1,0 +1,108 @@
+"""Static checks of the notebook series and the profiles (fast: nothing is executed here; `make nbval` runs them).
+
+- every notebook opens with a markdown cell that says what it covers, has one code cell tagged ``parameters``
+  (the first code cell), checks some outputs with ``# NBVAL_CHECK_OUTPUT``, ends with exercises, and runs on
+  the project kernel;
+- ``profiles/demo.yaml`` equals the notebooks' defaults (so a notebook run by hand gives the demo results);
+  ``profiles/paper.yaml`` only names declared parameters with the right types;
+- a parameter declared by several notebooks has the same default everywhere (the runner passes one value);
+- committed outputs hold no path of the machine that executed them, and no error outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cxrlib.paths import REPO_ROOT
+from cxrlib.profiles import check_parameters, discover_notebooks, load_profile
+from cxrlib.reproduce import KERNEL_NAME
+
+NOTEBOOKS = discover_notebooks()
+
+
+def _cells(info) -> list[dict]:
+    return json.loads(Path(info.path).read_text())["cells"]
+
+
+def _source(cell: dict) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def test_the_series_is_complete_and_ordered():
+    assert [nb.path.name[:2] for nb in NOTEBOOKS] == ["01", "02", "03", "04"]
+
+
+@pytest.mark.parametrize("info", NOTEBOOKS, ids=lambda nb: nb.path.name)
+def test_notebook_structure(info):
+    nb = json.loads(Path(info.path).read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == KERNEL_NAME
+    cells = nb["cells"]
+    assert cells[0]["cell_type"] == "markdown" and "What this notebook covers" in _source(cells[0])
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert "parameters" in code[0].get("metadata", {}).get("tags", []), (
+        "first code cell must be tagged parameters"
+    )
+    assert sum("parameters" in c.get("metadata", {}).get("tags", []) for c in code) == 1
+    # every parameter line carries a comment that explains it
+    for line in _source(code[0]).splitlines():
+        if line and not line.startswith("#"):
+            assert "  # " in line, f"{info.path.name}: parameter without a comment: {line!r}"
+    assert any(_source(c).startswith("# NBVAL_CHECK_OUTPUT") for c in code), "nothing is checked by nbval"
+    assert cells[-1]["cell_type"] == "markdown" and "## Exercises" in _source(cells[-1])
+
+
+@pytest.mark.parametrize("info", NOTEBOOKS, ids=lambda nb: nb.path.name)
+def test_committed_outputs_are_clean(info):
+    """Demo outputs are committed: no errors, and no absolute path of the machine that ran them."""
+    text = Path(info.path).read_text()
+    cells = json.loads(text)["cells"]
+    outputs = [o for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    for marker in (str(REPO_ROOT), str(Path.home()), "/site-packages/"):
+        assert marker not in text, f"{info.path.name} holds {marker!r} (a machine path) in its outputs"
+
+
+def test_demo_profile_equals_notebook_defaults():
+    demo = load_profile("demo")
+    declared = {}
+    for nb in NOTEBOOKS:
+        for name, default in nb.parameters.items():
+            declared.setdefault(name, default)
+            if name in demo:
+                assert demo[name] == default, (
+                    f"demo.yaml {name}={demo[name]!r} but {nb.path.name} has {default!r}"
+                )
+    missing = sorted(set(declared) - set(demo))
+    assert not missing, f"demo.yaml does not list {missing}"
+
+
+def test_shared_parameters_have_one_default():
+    seen: dict[str, tuple[str, object]] = {}
+    for nb in NOTEBOOKS:
+        for name, default in nb.parameters.items():
+            if name in seen:
+                first_nb, first = seen[name]
+                assert first == default, f"{name}: {first_nb} says {first!r}, {nb.path.name} says {default!r}"
+            else:
+                seen[name] = (nb.path.name, default)
+
+
+@pytest.mark.parametrize("profile", ["demo", "paper"])
+def test_profiles_only_name_declared_parameters(profile):
+    check_parameters(load_profile(profile), NOTEBOOKS, f"profiles/{profile}.yaml")
+
+
+def test_paper_profile_uses_the_papers_backbones():
+    paper = load_profile("paper")
+    assert paper["backbones"] == ["clip", "biomedclip"] and paper["backbone"] == "biomedclip"
+    assert paper["device"] == "cuda" and paper["dataset"] in ("iu_xray", "mimic_cxr")
+
+
+def test_every_profile_value_is_commented():
+    for name in ("demo", "paper"):
+        for line in (REPO_ROOT / "profiles" / f"{name}.yaml").read_text().splitlines():
+            if line and not line.startswith("#"):
+                assert "#" in line, f"{name}.yaml: {line!r} has no comment"
