@@ -36,12 +36,13 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check cxrlib tests benchmarks
 
+# .ci/pytest-run: exit 5 ("no tests collected") fails a full run, passes a PYTEST_ARGS selection that matched nothing.
 unit: $(STAMP)
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	.ci/pytest-run $(PY) "unit tests" "$(PYTEST_ARGS)" -- tests
 
 nbval: $(STAMP)
-	$(PY) -m pytest --nbval-lax --nbval-kernel-name $(KERNEL) --nbval-sanitize-with tests/nbval_sanitize.cfg \
-		-p no:cacheprovider notebooks $(PYTEST_ARGS)
+	.ci/pytest-run $(PY) "notebooks" "$(PYTEST_ARGS)" -- --nbval-lax --nbval-kernel-name $(KERNEL) \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider notebooks
 
 test: lint unit nbval
 

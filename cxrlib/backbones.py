@@ -178,7 +178,7 @@ def resolve_spec(name: str) -> tuple[str, str | None]:
     if name in DEMO_NAMES:
         return f"local-dir:{demo_bundle_dir(name)}", None
     if name.startswith("local-dir:"):
-        return f"local-dir:{resolve(name[len('local-dir:'):])}", None
+        return f"local-dir:{resolve(name[len('local-dir:') :])}", None
     if name.startswith("hf-hub:"):
         return name, None
     raise ValueError(
@@ -248,7 +248,7 @@ def _how_to_fix(name: str, spec: str) -> str:
         )
     if name in DEMO_NAMES:
         lines = [
-            f"The demo backbone {name!r} has not been built yet (expected a bundle in {spec[len('local-dir:'):]}).",
+            f"The demo backbone {name!r} has not been built yet (expected a bundle in {spec[len('local-dir:') :]}).",
             "Run notebooks/02_baseline_evaluation.ipynb, which builds it from the phantom pretraining pool, or "
             "call cxrlib.backbones.build_demo_backbones(manifest, image_cache).",
         ]
@@ -328,7 +328,12 @@ def load_backbone(name: str, device: str | torch.device = "cpu", precision: str 
             # require_pretrained: open_clip only logs a warning and returns RANDOM weights when a hub model's
             # weights file is missing (e.g. a half-warmed cache); that must be an error here.
             model, _, preprocess = open_clip.create_model_and_transforms(
-                spec, pretrained=pretrained, device=dev, precision=precision, require_pretrained=True, **model_kwargs
+                spec,
+                pretrained=pretrained,
+                device=dev,
+                precision=precision,
+                require_pretrained=True,
+                **model_kwargs,
             )
             tokenizer = open_clip.get_tokenizer(spec)
     except (OSError, RuntimeError, ValueError) as exc:
@@ -349,7 +354,9 @@ def load_backbone(name: str, device: str | torch.device = "cpu", precision: str 
             "Required pretrained weights",
         )
         if any(m.lower() in msg.lower() for m in offline_markers):
-            raise WeightsUnavailableError(_how_to_fix(name, spec) + f"\n(underlying error: {msg[:300]})") from exc
+            raise WeightsUnavailableError(
+                _how_to_fix(name, spec) + f"\n(underlying error: {msg[:300]})"
+            ) from exc
         raise
     info: dict = {}
     if spec.startswith("local-dir:"):
@@ -418,7 +425,11 @@ def _display_path(spec: str) -> str:
 # Bundles
 # --------------------------------------------------------------------------------------------------------
 def save_bundle(
-    model: torch.nn.Module, model_cfg: dict, preprocess_cfg: dict, out_dir: str | Path, meta: dict | None = None
+    model: torch.nn.Module,
+    model_cfg: dict,
+    preprocess_cfg: dict,
+    out_dir: str | Path,
+    meta: dict | None = None,
 ) -> Path:
     """Write an open_clip ``local-dir:`` bundle: ``open_clip_config.json`` + ``open_clip_model.safetensors``.
 
@@ -477,8 +488,16 @@ def export_bundle(name: str, out_dir: str | Path) -> Path:
 # --------------------------------------------------------------------------------------------------------
 def _demo_key(data_hash: str, seed: int, epochs: int, batch_size: int, lr: float) -> str:
     blob = json.dumps(
-        {"cfg": DEMO_MODEL_CFG, "pp": DEMO_PREPROCESS_CFG, "data": data_hash, "seed": seed, "epochs": epochs,
-         "batch_size": batch_size, "lr": lr, "v": 1},
+        {
+            "cfg": DEMO_MODEL_CFG,
+            "pp": DEMO_PREPROCESS_CFG,
+            "data": data_hash,
+            "seed": seed,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "v": 1,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -529,7 +548,9 @@ def build_demo_backbones(
             f"the demo backbone is pretrained on rows with split == 'pretrain', but the manifest has {len(pool)} "
             f"(need at least batch_size={batch_size}). Use the phantom dataset (it reserves a pretraining pool)."
         )
-    key = _demo_key(manifest_hash(pool, ("image_id", "text")) + image_cache.content_hash, seed, epochs, batch_size, lr)
+    key = _demo_key(
+        manifest_hash(pool, ("image_id", "text")) + image_cache.content_hash, seed, epochs, batch_size, lr
+    )
     out_pre, out_rand = demo_bundle_dir("demo"), demo_bundle_dir("demo-random")
     if not force and _bundle_key(out_pre) == key and _bundle_key(out_rand) == key:
         hist = json.loads((out_pre / "cxrlib_bundle.json").read_text()).get("history", [])
@@ -539,7 +560,9 @@ def build_demo_backbones(
     seed_everything(seed)
     model = _create_demo_model()
     meta_base = {"key": key, "architecture": DEMO_MODEL_CFG, "seed": seed, "synthetic_data": True}
-    save_bundle(model, DEMO_MODEL_CFG, DEMO_PREPROCESS_CFG, out_rand, meta={**meta_base, "weights": "random init"})
+    save_bundle(
+        model, DEMO_MODEL_CFG, DEMO_PREPROCESS_CFG, out_rand, meta={**meta_base, "weights": "random init"}
+    )
 
     tokenizer = open_clip.get_tokenizer(f"local-dir:{out_rand}")
     # unique texts tokenized once
@@ -547,10 +570,19 @@ def build_demo_backbones(
     tokens = tokenizer(list(texts))
     images = torch.from_numpy(image_cache.get(pool["image_id"].tolist()))
     bb_stub = Backbone(
-        name="demo", spec="", model=model, preprocess=None, tokenizer=tokenizer,
-        image_size=DEMO_MODEL_CFG["vision_cfg"]["image_size"], mean=tuple(DEMO_PREPROCESS_CFG["mean"]),
-        std=tuple(DEMO_PREPROCESS_CFG["std"]), context_length=DEMO_MODEL_CFG["text_cfg"]["context_length"],
-        embed_dim=DEMO_MODEL_CFG["embed_dim"], weights_id="", device=torch.device("cpu"), logit_scale=0.0,
+        name="demo",
+        spec="",
+        model=model,
+        preprocess=None,
+        tokenizer=tokenizer,
+        image_size=DEMO_MODEL_CFG["vision_cfg"]["image_size"],
+        mean=tuple(DEMO_PREPROCESS_CFG["mean"]),
+        std=tuple(DEMO_PREPROCESS_CFG["std"]),
+        context_length=DEMO_MODEL_CFG["text_cfg"]["context_length"],
+        embed_dim=DEMO_MODEL_CFG["embed_dim"],
+        weights_id="",
+        device=torch.device("cpu"),
+        logit_scale=0.0,
     )
     x_all = torch.cat([bb_stub.prepare_images(images[i : i + 256]) for i in range(0, len(images), 256)])
     loss_fn = ClipLoss()
@@ -564,7 +596,9 @@ def build_demo_backbones(
     gen = torch.Generator().manual_seed(seed)
     history = []
     model.train()
-    bar = tqdm(range(epochs), desc="pretraining demo backbone (CLIP loss, synthetic pool)", disable=not progress)
+    bar = tqdm(
+        range(epochs), desc="pretraining demo backbone (CLIP loss, synthetic pool)", disable=not progress
+    )
     for ep in bar:
         perm = torch.randperm(len(pool), generator=gen)
         losses = []
@@ -580,7 +614,13 @@ def build_demo_backbones(
             with torch.no_grad():
                 model.logit_scale.clamp_(0, np.log(100))
             losses.append(loss.item())
-        history.append({"epoch": ep + 1, "clip_loss": float(np.mean(losses)), "logit_scale": model.logit_scale.exp().item()})
+        history.append(
+            {
+                "epoch": ep + 1,
+                "clip_loss": float(np.mean(losses)),
+                "logit_scale": model.logit_scale.exp().item(),
+            }
+        )
         bar.set_postfix(loss=f"{history[-1]['clip_loss']:.3f}")
     model.eval()
     seconds = time.perf_counter() - t0
@@ -589,9 +629,16 @@ def build_demo_backbones(
         DEMO_MODEL_CFG,
         DEMO_PREPROCESS_CFG,
         out_pre,
-        meta={**meta_base, "weights": "CLIP-loss pretraining on the phantom pretraining pool", "epochs": epochs,
-              "batch_size": batch_size, "lr": lr, "n_pairs": len(pool), "history": history,
-              "seconds": round(seconds, 1)},
+        meta={
+            **meta_base,
+            "weights": "CLIP-loss pretraining on the phantom pretraining pool",
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "n_pairs": len(pool),
+            "history": history,
+            "seconds": round(seconds, 1),
+        },
     )
     return {"demo": out_pre, "demo-random": out_rand, "history": history, "seconds": seconds, "reused": False}
 
@@ -612,7 +659,9 @@ def _main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cxrlib.backbones", description=__doc__.split("\n")[0])
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--warm", metavar="NAME", help="download NAME's weights (and configs) into the HF cache")
-    g.add_argument("--export", nargs=2, metavar=("NAME", "DIR"), help="write NAME as a local-dir bundle in DIR")
+    g.add_argument(
+        "--export", nargs=2, metavar=("NAME", "DIR"), help="write NAME as a local-dir bundle in DIR"
+    )
     g.add_argument("--check", metavar="NAME", help="load NAME and print what was loaded")
     a = p.parse_args(argv)
     if a.warm or a.check:

@@ -78,7 +78,9 @@ class Embeddings:
         idx = pos.get_indexer(list(image_ids))
         if (idx < 0).any():
             missing = [i for i, j in zip(image_ids, idx, strict=True) if j < 0][:5]
-            raise KeyError(f"{len(np.flatnonzero(idx < 0))} image ids are not in these embeddings, e.g. {missing}")
+            raise KeyError(
+                f"{len(np.flatnonzero(idx < 0))} image ids are not in these embeddings, e.g. {missing}"
+            )
         return Embeddings(self.image[idx], self.text[idx], self.image_ids[idx], dict(self.meta))
 
 
@@ -86,10 +88,17 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:60] or "backbone"
 
 
-def embedding_key(backbone_record: dict, manifest_hash: str, image_hash: str) -> str:
-    """16 hex characters identifying (weights, preprocessing, manifest ids/texts, image pixels)."""
+def embedding_key(backbone_record: dict, manifest_hash: str, image_hash: str, amp: bool = False) -> str:
+    """16 hex characters identifying (weights, preprocessing, manifest ids/texts, image pixels, precision).
+
+    ``amp`` (fp16 autocast on CUDA) is part of the key: fp16 and fp32 embeddings of the same backbone differ
+    slightly, and a cache must never hand one out for the other.
+    """
     rec = {k: backbone_record[k] for k in ("weights_id", "image_size", "mean", "std", "context_length")}
-    blob = json.dumps({"backbone": rec, "manifest": manifest_hash, "images": image_hash, "format": FORMAT}, sort_keys=True)
+    content = {"backbone": rec, "manifest": manifest_hash, "images": image_hash, "format": FORMAT}
+    if amp:  # fp32 keys stay as they were
+        content["precision"] = "fp16-autocast"
+    blob = json.dumps(content, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -104,8 +113,16 @@ def save_embeddings(emb: Embeddings, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    meta = {"format": FORMAT, "meta": json.dumps(emb.meta, sort_keys=True), "image_ids": json.dumps(list(map(str, emb.image_ids)))}
-    save_file({"image": np.ascontiguousarray(emb.image), "text": np.ascontiguousarray(emb.text)}, str(tmp), metadata=meta)
+    meta = {
+        "format": FORMAT,
+        "meta": json.dumps(emb.meta, sort_keys=True),
+        "image_ids": json.dumps(list(map(str, emb.image_ids))),
+    }
+    save_file(
+        {"image": np.ascontiguousarray(emb.image), "text": np.ascontiguousarray(emb.text)},
+        str(tmp),
+        metadata=meta,
+    )
     tmp.replace(path)
     return path
 
@@ -235,7 +252,9 @@ def extract_embeddings(
     out_dir.mkdir(parents=True, exist_ok=True)
     record = backbone.describe()
     m_hash = manifest_hash(manifest, ("image_id", "text"))
-    key = embedding_key(record, m_hash, image_cache.content_hash)
+    dev = backbone.device
+    use_amp = (dev.type == "cuda") if amp is None else bool(amp and dev.type == "cuda")
+    key = embedding_key(record, m_hash, image_cache.content_hash, amp=use_amp)
     path = embeddings_path(out_dir, backbone.name, key)
     if path.exists() and not force:
         emb = load_embeddings(path)
@@ -256,8 +275,6 @@ def extract_embeddings(
         "chunk_batches": int(chunk_batches),
     }
     _open_parts(parts, layout, force)
-    dev = backbone.device
-    use_amp = (dev.type == "cuda") if amp is None else bool(amp and dev.type == "cuda")
     model = backbone.model
     t0 = time.perf_counter()
 
@@ -359,7 +376,9 @@ def extract_embeddings(
 INDEX_FILE = "index.json"
 
 
-def register_embeddings(out_dir: str | Path, name: str, emb: Embeddings, path: str | Path | None = None) -> Path:
+def register_embeddings(
+    out_dir: str | Path, name: str, emb: Embeddings, path: str | Path | None = None
+) -> Path:
     """Record in ``<out_dir>/index.json`` which file holds the embeddings called ``name``.
 
     Later notebooks find embeddings by name (:func:`load_registered`) without loading the backbone again.

@@ -249,3 +249,28 @@ def test_iu_xray_default_data_dir_follows_cxr_data_dir(
 def test_csv_without_options_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="csv_options"):
         load_dataset("csv", tmp_path / "work")
+
+
+# --------------------------------------------------------------------------------------------------
+# open_prepared: how notebooks 02-04 reopen what notebook 01 wrote
+# --------------------------------------------------------------------------------------------------
+def test_open_prepared_returns_what_prepare_wrote(tmp_path: Path) -> None:
+    from cxrlib.data.datasets import PREPARED_FILE, open_prepared
+
+    work = tmp_path / "work"
+    prep = _prepare(work, seed=3)
+    manifest, cache, record = open_prepared(work)
+    pd.testing.assert_frame_equal(manifest, prep.manifest)
+    assert cache.image_ids == list(prep.manifest["image_id"])
+    ids = list(manifest["image_id"].iloc[[0, -1]])
+    np.testing.assert_array_equal(cache.get(ids), ImageCache.open(work / "images", SIZE).get(ids))
+    assert record == json.loads((work / PREPARED_FILE).read_text())
+    assert record["dataset"] == "phantom" and record["image_size"] == SIZE and record["seed"] == 3
+    assert record["rows"] == len(manifest)
+
+
+def test_open_prepared_without_notebook_01_names_it(tmp_path: Path) -> None:
+    from cxrlib.data.datasets import open_prepared
+
+    with pytest.raises(FileNotFoundError, match=r"01_data_preparation\.ipynb"):
+        open_prepared(tmp_path / "nothing-here")

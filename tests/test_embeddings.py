@@ -62,18 +62,21 @@ def _cache_in_tmp(tmp_path, monkeypatch):
 def world(tmp_path_factory):
     """Manifest (shuffled, with repeated report texts), its image cache, and two tiny backbones (seeds 0, 1)."""
     tmp = tmp_path_factory.mktemp("world")
-    corpus = generate_corpus(tmp / "corpus", n_patients=12, seed=5, image_size=SIZE, progress=False)
-    build_image_cache(corpus, tmp / "images", SIZE, progress=False)
-    cache = ImageCache.open(tmp / "images", SIZE)
-    manifest = corpus.sample(frac=1.0, random_state=0).reset_index(drop=True)  # not the cache's row order
-    manifest.loc[3, "text"] = manifest.loc[0, "text"]  # make sure at least one text repeats
-    assert 18 <= len(manifest) <= 26 and manifest["text"].nunique() < len(manifest)
-    return {
-        "manifest": manifest,
-        "cache": cache,
-        "bb": load_backbone(f"local-dir:{_bundle(tmp / 'tiny0', 0)}"),
-        "bb_other": load_backbone(f"local-dir:{_bundle(tmp / 'tiny1', 1)}"),
-    }
+    with pytest.MonkeyPatch.context() as mp:  # module fixtures run before the autouse one above
+        mp.setenv("CXR_CACHE_DIR", str(tmp / "cxr_cache"))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        corpus = generate_corpus(tmp / "corpus", n_patients=12, seed=5, image_size=SIZE, progress=False)
+        build_image_cache(corpus, tmp / "images", SIZE, progress=False)
+        cache = ImageCache.open(tmp / "images", SIZE)
+        manifest = corpus.sample(frac=1.0, random_state=0).reset_index(drop=True)  # not the cache's row order
+        manifest.loc[3, "text"] = manifest.loc[0, "text"]  # make sure at least one text repeats
+        assert 18 <= len(manifest) <= 26 and manifest["text"].nunique() < len(manifest)
+        return {
+            "manifest": manifest,
+            "cache": cache,
+            "bb": load_backbone(f"local-dir:{_bundle(tmp / 'tiny0', 0)}"),
+            "bb_other": load_backbone(f"local-dir:{_bundle(tmp / 'tiny1', 1)}"),
+        }
 
 
 class Counted:
@@ -204,6 +207,8 @@ def test_embedding_key_fields():
         assert embedding_key({**rec, **changed}, "m", "i") != key, changed
     assert embedding_key(rec, "m2", "i") != key
     assert embedding_key(rec, "m", "i2") != key
+    assert embedding_key(rec, "m", "i", amp=True) != key  # fp16-autocast embeddings never stand in for fp32
+    assert embedding_key(rec, "m", "i", amp=False) == key
 
 
 # --------------------------------------------------------------------------------------------------------

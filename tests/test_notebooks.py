@@ -55,6 +55,19 @@ def test_notebook_structure(info):
 
 
 @pytest.mark.parametrize("info", NOTEBOOKS, ids=lambda nb: nb.path.name)
+def test_papermill_reads_every_parameter(info):
+    """papermill's own inspector must see the same parameters as cxrlib (it skips a line holding two '=',
+    e.g. one in the comment, and then warns "Passed unknown parameter" for a perfectly valid name)."""
+    from papermill.translators import PythonTranslator
+
+    cell = next(c for c in _cells(info) if "parameters" in c.get("metadata", {}).get("tags", []))
+    seen = [p.name for p in PythonTranslator.inspect({"source": _source(cell)})]
+    assert seen == list(info.parameters), (
+        f"{info.path.name}: papermill cannot parse {set(info.parameters) - set(seen)}"
+    )
+
+
+@pytest.mark.parametrize("info", NOTEBOOKS, ids=lambda nb: nb.path.name)
 def test_committed_outputs_are_clean(info):
     """Demo outputs are committed: no errors, and no absolute path of the machine that ran them."""
     text = Path(info.path).read_text()

@@ -472,3 +472,59 @@ def test_gallery_tables_are_dataframes_without_nan():
     ):
         assert isinstance(df, pd.DataFrame) and len(df) == 12
         assert not df.isna().any().any()
+
+
+# --------------------------------------------------------------------------------------------------
+# plot_metric_bars (the bar charts of notebooks 02 and 03)
+# --------------------------------------------------------------------------------------------------
+def test_plot_metric_bars_draws_values_error_bars_and_chance(tmp_path) -> None:
+    from cxrlib.metrics import metrics_table
+
+    results = {
+        "a": {
+            "i2t_R@1": 0.2,
+            "i2t_R@1_lo": 0.1,
+            "i2t_R@1_hi": 0.3,
+            "t2i_R@1": 0.4,
+            "t2i_R@1_lo": 0.35,
+            "t2i_R@1_hi": 0.5,
+        },
+        "b": {
+            "i2t_R@1": 0.6,
+            "i2t_R@1_lo": 0.5,
+            "i2t_R@1_hi": 0.7,
+            "t2i_R@1": 0.8,
+            "t2i_R@1_lo": 0.7,
+            "t2i_R@1_hi": 0.9,
+        },
+    }
+    keys = ["i2t_R@1", "t2i_R@1"]
+    numbers, _ = metrics_table(results, keys)
+    out = tmp_path / "bars.png"
+    fig = viz.plot_metric_bars(numbers, keys, out, title="t", chance={"i2t_R@1": 0.05})
+    assert out.is_file() and out.stat().st_size > 1000
+    ax = fig.axes[0]
+    heights = sorted(round(p.get_height(), 6) for p in ax.patches)
+    assert heights == [0.2, 0.4, 0.6, 0.8]
+    assert [t.get_text() for t in ax.get_xticklabels()] == keys
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels == ["a", "b", "chance"]
+    # the dashed chance line sits at 0.05 over the first group only
+    segs = [c for c in ax.collections if c.get_linestyle() and c.get_segments()]
+    ys = {round(float(s[0][1]), 6) for c in segs for s in c.get_segments() if s[0][1] == s[1][1]}
+    assert 0.05 in ys
+    # error bars: one vertical segment per bar, from lo to hi
+    vert = sorted(
+        (round(float(s[0][1]), 6), round(float(s[1][1]), 6))
+        for c in ax.collections
+        for s in c.get_segments()
+        if s[0][0] == s[1][0]
+    )
+    assert vert == [(0.1, 0.3), (0.35, 0.5), (0.5, 0.7), (0.7, 0.9)]
+    plt.close(fig)
+
+
+def test_plot_metric_bars_names_a_missing_column() -> None:
+    numbers = pd.DataFrame({"i2t_R@1": [0.1]}, index=["m"])
+    with pytest.raises(KeyError, match="t2i_R@1"):
+        viz.plot_metric_bars(numbers, ["i2t_R@1", "t2i_R@1"])
