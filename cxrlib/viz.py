@@ -1044,7 +1044,7 @@ def plot_metric_bars(
     models = list(numbers.index)
     n_m, n_k = len(models), len(keys)
     width = 0.8 / max(1, n_m)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * n_k * max(1, n_m) ** 0.5 + 2), 3.6))
+    fig, ax = plt.subplots(figsize=(min(12.0, max(6.0, 0.55 * n_k * max(1, n_m) ** 0.5 + 2)), 4.0))
     x = np.arange(n_k)
     for j, m in enumerate(models):
         vals = numbers.loc[m, list(keys)].to_numpy(float)
