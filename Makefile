@@ -34,7 +34,7 @@ reproduce: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check cxrlib tests benchmarks
+	$(PY) -m ruff format --check cxrlib tests benchmarks notebooks
 
 # .ci/pytest-run: exit 5 ("no tests collected") fails a full run, passes a PYTEST_ARGS selection that matched nothing.
 unit: $(STAMP)
@@ -55,7 +55,7 @@ bench: $(STAMP)
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install --quiet -r requirements.txt
-	{ echo "# Full resolved environment (pip freeze of a fresh install of requirements.txt on Python 3.11, x86_64)."; \
+	{ echo "# Full resolved environment (pip freeze --all, less pip itself, of a fresh install of requirements.txt on Python 3.11, x86_64)."; \
 	  echo "# Used as a constraints file; regenerate with \`make lock\`."; \
-	  .venv-lock/bin/python -m pip freeze --exclude-editable | sort -f; } > requirements.lock
+	  .venv-lock/bin/python -m pip freeze --all --exclude-editable | grep -v -i '^pip==' | sort -f; } > requirements.lock
 	rm -rf .venv-lock

@@ -145,6 +145,11 @@ class Backbone:
             "std": list(self.std),
             "context_length": self.context_length,
             "embed_dim": self.embed_dim,
+            # CLIP multiplier exp(logit_scale) the model was trained with (None when it has none): notebook 03
+            # starts the head's CLIP temperature from it
+            "logit_scale": self.logit_scale
+            if np.isfinite(self.logit_scale) and self.logit_scale > 0
+            else None,
             **self.info,
         }
 

@@ -5,7 +5,8 @@ documented choices** (:class:`LossConfig`). Notation for a batch of :math:`B` im
 L2-normalised embeddings :math:`u_i` (image) and :math:`v_i` (text), labels :math:`y_i \in \{0, 1\}`
 (1 = abnormal), classifier logits :math:`s_i`.
 
-**(1) Binary cross-entropy** (``torch.nn.BCEWithLogitsLoss``), with an optional positive-class weight
+**(1) Binary cross-entropy** (torch's ``binary_cross_entropy_with_logits``, the function behind
+``torch.nn.BCEWithLogitsLoss``), with an optional positive-class weight
 :math:`w_+` against class imbalance, averaged over the modalities :math:`\mathcal{M}` that carry a
 classifier (``ProjectorConfig.cls_on``; "both" → image and text):
 

@@ -193,6 +193,22 @@ def _grads(cfg: ProjectorConfig, loss_cfg: LossConfig, which: str) -> tuple[dict
     return out, grads
 
 
+@pytest.mark.parametrize("which", ["total", "bce", "supcon", "clip"])
+@pytest.mark.parametrize("residual", [True, False])
+def test_every_parameter_gradient_is_finite(which: str, residual: bool) -> None:
+    """Backward through the projector (autograd on): the full loss and each term alone give finite gradients
+    to every parameter they reach, and the full loss reaches every parameter."""
+    cfg = ProjectorConfig(in_dim=16, out_dim=16, hidden_dim=16, residual=residual, dropout=0.0)
+    _, grads = _grads(cfg, LossConfig(pos_weight=2.0), which)
+    reached = {n: g for n, g in grads.items() if g is not None}
+    assert reached, "the loss reached no parameter"
+    for name, g in reached.items():
+        assert torch.isfinite(g).all(), f"{which}: non-finite gradient in {name}"
+    if which == "total":
+        assert set(reached) == set(grads), f"parameters without a gradient: {set(grads) - set(reached)}"
+        assert any(float(g.abs().sum()) > 0 for g in reached.values())
+
+
 @pytest.mark.parametrize("off", ["bce", "supcon", "clip"])
 def test_zero_weight_removes_term_exactly(off: str) -> None:
     cfg = ProjectorConfig(in_dim=16, out_dim=16, hidden_dim=16, residual=False, dropout=0.0)

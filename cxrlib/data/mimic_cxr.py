@@ -102,6 +102,7 @@ and the reports from MIMIC-CXR (mimic-cxr-reports.zip), either as the zip in <da
 to the images (<data_dir>/files/p10/p10000032/s50414267.txt), or passed as reports_dir=..."""
 
 R_LIMIT = "beyond limit"
+R_DUP = "duplicate image id (dicom_id; first kept)"
 R_VIEW = "not a frontal view (frontal_only=True)"
 R_NO_CHEXPERT = "no CheXpert labels for the study"
 R_UNCERTAIN = "uncertain finding (uncertain='exclude')"
@@ -262,6 +263,8 @@ def load_mimic_cxr(
 
     def by_dicom(g: pd.DataFrame) -> pd.Series:
         return g["dicom_id"] + " (study " + g["study_id"] + ")"
+
+    drop(df["dicom_id"].duplicated(keep="first").to_numpy(), R_DUP, by_dicom)  # a repeated metadata row
 
     if limit is not None:
         studies = df["study_id"].drop_duplicates()

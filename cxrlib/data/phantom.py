@@ -33,9 +33,11 @@ seconds, on data that behaves like the real task:
 - **Reports** — FINDINGS and IMPRESSION from a stochastic grammar: synonyms, varied sentence order,
   explicit negations of absent findings, laterality and severity words that match the image, comparisons
   with the prior study for follow-ups. Normal reports come from a small set of phrasings, so many are
-  identical (as in IU X-ray and MIMIC-CXR). A configurable fraction of reports misses a subtle finding that
-  the image shows (``report_noise``; the missed finding is recorded in ``missed_finding``). The label and
-  tags are the image's ground truth.
+  identical (as in IU X-ray and MIMIC-CXR). A configurable fraction of the studies that have a subtle
+  finding get a report that misses it (``report_noise``, a rate among those studies, not among all reports;
+  the missed finding is recorded in ``missed_finding``). Such a report treats the finding as absent, as a
+  radiologist who overlooked it would, so it may also negate it ("No pulmonary edema."): noise rows are the
+  one place where report and labels disagree. The label and tags are the image's ground truth.
 - **Structure** — patients with one to several studies; follow-ups where findings progress, persist,
   regress or resolve, and new ones appear; one frontal image per study; normal prevalence configurable
   (default 40 %); a reserved pretraining pool of patients (``split == "pretrain"``) for the demo backbone,

@@ -149,3 +149,18 @@ def test_images_missing_only_are_counted(mimic_dir):
     df, acc = load_mimic_cxr(mimic_dir)
     assert acc.dropped[mc.R_MISSING] == 2 and acc.rows_kept == 2
     acc.check()
+
+
+def test_duplicate_metadata_row_is_a_counted_skip(mimic_dir):
+    """A repeated dicom_id in the metadata CSV (e.g. two concatenated exports) keeps the first row and counts the
+    repeat, instead of failing later on the unique image_id check."""
+    path = mimic_dir / mc.METADATA
+    meta = pd.read_csv(path.with_name(path.name + ".gz") if not path.exists() else path, dtype=str)
+    out = mimic_dir / f"{mc.METADATA}.gz"
+    pd.concat([meta, meta[meta["dicom_id"] == "d01"]]).to_csv(out, index=False, compression="gzip")
+    df, acc = load_mimic_cxr(mimic_dir)
+    acc.check()
+    assert acc.rows_in == len(meta) + 1
+    assert acc.dropped[mc.R_DUP] == 1 and any("d01" in e for e in acc.examples[mc.R_DUP])
+    assert df["image_id"].is_unique and acc.rows_kept == 3
+    assert {r: acc.dropped[r] for r in NEGATIVE_DROPS} == NEGATIVE_DROPS
