@@ -274,3 +274,22 @@ def test_open_prepared_without_notebook_01_names_it(tmp_path: Path) -> None:
 
     with pytest.raises(FileNotFoundError, match=r"01_data_preparation\.ipynb"):
         open_prepared(tmp_path / "nothing-here")
+
+
+def test_phantom_knobs_reach_the_generator_and_the_stamp(
+    tmp_path: Path, count_generations: list[dict]
+) -> None:
+    """phantom_normal_rate / phantom_report_noise (notebook 01 parameters) are passed to generate_corpus and are
+    part of the cache stamp: changing one regenerates the corpus, and the data follow the new value."""
+    work = tmp_path / "work"
+    base = _prepare(work)
+    assert count_generations[-1]["normal_rate"] == 0.40 and count_generations[-1]["report_noise"] == 0.05
+    noisy = _prepare(work, phantom_report_noise=1.0)
+    assert len(count_generations) == 2 and count_generations[-1]["report_noise"] == 1.0
+    assert json.loads((work / "phantom" / "corpus.json").read_text())["report_noise"] == 1.0
+    assert noisy.manifest["report_noise"].sum() > base.manifest["report_noise"].sum()
+    normal = _prepare(work, phantom_normal_rate=1.0, phantom_report_noise=0.05)
+    assert len(count_generations) == 3 and count_generations[-1]["normal_rate"] == 1.0
+    assert normal.manifest["label"].eq(0).all()
+    _prepare(work, phantom_normal_rate=1.0, phantom_report_noise=0.05)  # same knobs: reused
+    assert len(count_generations) == 3

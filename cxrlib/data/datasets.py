@@ -34,14 +34,29 @@ def manifest_path(work_dir: str | Path) -> Path:
     return Path(work_dir) / "manifest.parquet"
 
 
-def _phantom(work_dir: Path, n_patients: int, seed: int, image_size: int, progress: bool) -> pd.DataFrame:
+def _phantom(
+    work_dir: Path,
+    n_patients: int,
+    seed: int,
+    image_size: int,
+    progress: bool,
+    normal_rate: float = 0.40,
+    report_noise: float = 0.05,
+) -> pd.DataFrame:
     """Generate the phantom corpus, or reuse it when the same parameters made it before."""
     from cxrlib.data.phantom import generate_corpus
     from cxrlib.paths import resolve
 
     out = work_dir / "phantom"
     stamp = out / "corpus.json"
-    cfg = {"n_patients": n_patients, "seed": seed, "image_size": image_size, "generator": 1}
+    cfg = {
+        "n_patients": n_patients,
+        "seed": seed,
+        "image_size": image_size,
+        "normal_rate": float(normal_rate),
+        "report_noise": float(report_noise),
+        "generator": 1,
+    }
     cached = out / "manifest.parquet"
     if stamp.is_file() and cached.is_file() and json.loads(stamp.read_text()) == cfg:
         df = pd.read_parquet(cached)
@@ -50,7 +65,15 @@ def _phantom(work_dir: Path, n_patients: int, seed: int, image_size: int, progre
     # drop the old stamp first: an interrupted run must not leave an old stamp + manifest vouching for
     # images that the new run has already partly overwritten (same file names, other pixels)
     stamp.unlink(missing_ok=True)
-    df = generate_corpus(out, n_patients=n_patients, seed=seed, image_size=image_size, progress=progress)
+    df = generate_corpus(
+        out,
+        n_patients=n_patients,
+        seed=seed,
+        image_size=image_size,
+        normal_rate=normal_rate,
+        report_noise=report_noise,
+        progress=progress,
+    )
     df.to_parquet(cached, index=False)
     stamp.write_text(json.dumps(cfg))
     return df
@@ -68,13 +91,16 @@ def load_dataset(
     mimic_uncertain: str = "negative",
     csv_options: dict | None = None,
     progress: bool = True,
+    phantom_normal_rate: float = 0.40,
+    phantom_report_noise: float = 0.05,
 ) -> tuple[pd.DataFrame, Accounting]:
     """Load one dataset as a manifest (splits not yet assigned, except official ones) with its accounting.
 
     ``data_dir`` defaults to ``data/<dataset>`` (or ``$CXR_DATA_DIR/<dataset>``). ``row_limit`` > 0 keeps the
     first N reports/studies (deterministic, counted as dropped "beyond limit" by the real-data loaders).
     ``csv_options`` are the keyword arguments of :func:`cxrlib.data.csv_manifest.load_csv` (``path``,
-    ``image_col``, ``report_col``, ``label_col``, ...).
+    ``image_col``, ``report_col``, ``label_col``, ...). ``phantom_normal_rate`` / ``phantom_report_noise`` are
+    :func:`cxrlib.data.phantom.generate_corpus`'s ``normal_rate`` / ``report_noise`` (phantom only).
     """
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
@@ -82,7 +108,9 @@ def load_dataset(
     limit = int(row_limit) if row_limit else None
     src = Path(data_dir) if data_dir else default_data_dir(dataset)
     if dataset == "phantom":
-        df = _phantom(work_dir, n_patients, seed, image_size, progress)
+        df = _phantom(
+            work_dir, n_patients, seed, image_size, progress, phantom_normal_rate, phantom_report_noise
+        )
         acc = Accounting("phantom (synthetic)", rows_in=len(df), rows_kept=len(df))
         if limit is not None and len(df) > limit:
             acc.drop("beyond row_limit", n=len(df) - limit)
@@ -128,6 +156,8 @@ def prepare_dataset(
     csv_options: dict | None = None,
     num_workers: int = 0,
     progress: bool = True,
+    phantom_normal_rate: float = 0.40,
+    phantom_report_noise: float = 0.05,
 ) -> PreparedData:
     """Load -> patient-level split -> image cache -> save manifest (see the module docstring)."""
     from cxrlib.data.images import build_image_cache
@@ -146,6 +176,8 @@ def prepare_dataset(
         mimic_uncertain=mimic_uncertain,
         csv_options=csv_options,
         progress=progress,
+        phantom_normal_rate=phantom_normal_rate,
+        phantom_report_noise=phantom_report_noise,
     )
     df = patient_split(validate_manifest(df), ratios=tuple(split_ratios), seed=seed)
     # re-validate: canonical dtypes (patient_split's map gives `split` pandas' string dtype, unlike a manifest
