@@ -186,7 +186,7 @@ def test_reports_without_pngs_is_an_error(openi_folders):
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad", ["../evil.txt", "/tmp/evil_abs.txt", "ok/../../evil.txt"])
+@pytest.mark.parametrize("bad", ["../evil.txt", "/evil_abs.txt", "ok/../../evil.txt"])
 def test_safe_extract_rejects_escaping_members(tmp_path, make_tgz, bad):
     arc = make_tgz(tmp_path / "bad.tgz", {"ecgen-radiology/1.xml": b"<x/>", bad: b"boom"})
     dest = tmp_path / "a" / "b"
