@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from cxrlib.data.manifest import Accounting, patient_split, save_manifest, validate_manifest
+from cxrlib.data.phantom import PhantomConfig
 from cxrlib.paths import data_dir as default_data_dir
 
 __all__ = ["DATASETS", "PreparedData", "load_dataset", "prepare_dataset", "manifest_path", "open_prepared"]
@@ -40,8 +41,8 @@ def _phantom(
     seed: int,
     image_size: int,
     progress: bool,
-    normal_rate: float = 0.40,
-    report_noise: float = 0.05,
+    normal_rate: float,
+    report_noise: float,
 ) -> pd.DataFrame:
     """Generate the phantom corpus, or reuse it when the same parameters made it before."""
     from cxrlib.data.phantom import generate_corpus
@@ -91,8 +92,8 @@ def load_dataset(
     mimic_uncertain: str = "negative",
     csv_options: dict | None = None,
     progress: bool = True,
-    phantom_normal_rate: float = 0.40,
-    phantom_report_noise: float = 0.05,
+    phantom_normal_rate: float = PhantomConfig.normal_rate,
+    phantom_report_noise: float = PhantomConfig.report_noise,
 ) -> tuple[pd.DataFrame, Accounting]:
     """Load one dataset as a manifest (splits not yet assigned, except official ones) with its accounting.
 
@@ -156,8 +157,8 @@ def prepare_dataset(
     csv_options: dict | None = None,
     num_workers: int = 0,
     progress: bool = True,
-    phantom_normal_rate: float = 0.40,
-    phantom_report_noise: float = 0.05,
+    phantom_normal_rate: float = PhantomConfig.normal_rate,
+    phantom_report_noise: float = PhantomConfig.report_noise,
 ) -> PreparedData:
     """Load -> patient-level split -> image cache -> save manifest (see the module docstring)."""
     from cxrlib.data.images import build_image_cache

@@ -871,10 +871,10 @@ def generate_corpus(
     n_patients: int,
     seed: int = 0,
     image_size: int = 224,
-    normal_rate: float = 0.40,
-    report_noise: float = 0.05,
-    pretrain_fraction: float = 0.30,
-    max_studies: int = 4,
+    normal_rate: float = PhantomConfig.normal_rate,
+    report_noise: float = PhantomConfig.report_noise,
+    pretrain_fraction: float = PhantomConfig.pretrain_fraction,
+    max_studies: int = PhantomConfig.max_studies,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Generate the SYNTHETIC phantom corpus: PNGs under ``out_dir/images/`` and the manifest it returns.
