@@ -55,7 +55,8 @@ def pin_one_core() -> str:
 
 
 def sample_studies(n: int, seed: int) -> list:
-    from cxrlib.data.phantom import PhantomConfig, sample_patient_studies
+    from cxrlib.config import PhantomConfig
+    from cxrlib.data.phantom import sample_patient_studies
 
     cfg = PhantomConfig()
     rng = np.random.default_rng(seed)

@@ -25,10 +25,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from cxrlib.losses import CompositeLoss, LossConfig
-from cxrlib.projector import MultiTaskProjector, ProjectorConfig
+from cxrlib.config import LossConfig, ProjectorConfig, TrainConfig
+from cxrlib.losses import CompositeLoss
+from cxrlib.projector import MultiTaskProjector
 from cxrlib.runtime import resolve_device, seed_everything, set_threads
-from cxrlib.training import TrainConfig, build_optimizer, train_one_epoch
+from cxrlib.training import build_optimizer, train_one_epoch
 
 GOAL = 5.0
 

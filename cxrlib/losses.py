@@ -47,7 +47,6 @@ ablation table shows "off" rather than a misleading 0.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -55,11 +54,9 @@ import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 from torch import nn
 
-from cxrlib.projector import ConfigError, _f, _JsonConfig
+from cxrlib.config import LOSS_TERMS, LossConfig
 
-__all__ = ["LossConfig", "SupConLoss", "CompositeLoss", "balanced_pos_weight", "LOSS_TERMS"]
-
-LOSS_TERMS: tuple[str, ...] = ("bce", "supcon", "clip")
+__all__ = ["SupConLoss", "CompositeLoss", "balanced_pos_weight", "resolve_logit_scale"]
 _DEFAULT_LOGIT_SCALE = 1.0 / 0.07
 
 
@@ -85,67 +82,21 @@ def balanced_pos_weight(labels: np.ndarray) -> float:
     return n_neg / n_pos
 
 
-@dataclass(frozen=True)
-class LossConfig(_JsonConfig):
-    """Weights and temperatures of the composite loss. Each field: ``_f(default, why, source)``."""
+def resolve_logit_scale(cfg: LossConfig, backbone_logit_scale: float | None) -> tuple[LossConfig, str]:
+    """``cfg`` with ``clip_logit_scale_init="backbone"`` replaced by a number, and where that number came from.
 
-    _NAME = "loss"
-
-    w_bce: float = _f(
-        1.0, "equal weights: the abstract gives none, and all three terms are O(1) at init", "our choice"
-    )
-    w_supcon: float = _f(1.0, "equal weights (see w_bce); 0 switches the term off exactly (ablations)")
-    w_clip: float = _f(1.0, "equal weights (see w_bce); keeps the image-report alignment the retrieval needs")
-    supcon_temperature: float = _f(
-        0.07, "Khosla et al. 2020's value, also CLIP's initial temperature: a common scale for both contrasts"
-    )
-    clip_logit_scale_init: float | None = _f(
-        None,
-        "initial CLIP logit scale as a multiplier (exp domain, i.e. model.logit_scale.exp().item() of the "
-        "backbone); None = 1/0.07, CLIP's own init. Pass the backbone's so the head inherits its sharpness",
-    )
-    learnable_temperature: bool = _f(
-        True, "learn log(logit scale) like CLIP does (no weight decay, clamped at max_logit_scale)"
-    )
-    max_logit_scale: float = _f(100.0, "CLIP's clamp: prevents the logit scale from blowing up", "CLIP paper")
-    pos_weight: float | str | None = _f(
-        None,
-        "BCE positive-class weight: None (plain BCE; the demo data are roughly balanced), a float, or "
-        "'balanced' (= n_normal / n_abnormal of the training labels) for skewed datasets",
-    )
-
-    def __post_init__(self) -> None:
-        for name in ("w_bce", "w_supcon", "w_clip"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
-                raise ConfigError(f"LossConfig.{name} must be a finite number >= 0, got {v!r}")
-        if self.w_bce == 0 and self.w_supcon == 0 and self.w_clip == 0:
-            raise ConfigError("LossConfig: all three weights are 0 — nothing to train; set at least one > 0")
-        if not (isinstance(self.supcon_temperature, int | float) and self.supcon_temperature > 0):
-            raise ConfigError(f"LossConfig.supcon_temperature must be > 0, got {self.supcon_temperature!r}")
-        if not (isinstance(self.max_logit_scale, int | float) and self.max_logit_scale > 0):
-            raise ConfigError(f"LossConfig.max_logit_scale must be > 0, got {self.max_logit_scale!r}")
-        s = self.clip_logit_scale_init
-        if s is not None and not (isinstance(s, int | float) and 0 < s <= self.max_logit_scale):
-            raise ConfigError(
-                f"LossConfig.clip_logit_scale_init must be None or in (0, {self.max_logit_scale}] "
-                f"(a multiplier, not its log), got {s!r}"
-            )
-        if not isinstance(self.learnable_temperature, bool):
-            raise ConfigError(
-                f"LossConfig.learnable_temperature must be true/false, got {self.learnable_temperature!r}"
-            )
-        pw = self.pos_weight
-        if not (
-            pw is None
-            or pw == "balanced"
-            or (isinstance(pw, int | float) and not isinstance(pw, bool) and pw > 0)
-        ):
-            raise ConfigError(f"LossConfig.pos_weight must be None, 'balanced' or a float > 0, got {pw!r}")
-
-    def active_terms(self) -> tuple[str, ...]:
-        """The terms with a non-zero weight, in the fixed order ``("bce", "supcon", "clip")``."""
-        return tuple(t for t in LOSS_TERMS if getattr(self, f"w_{t}") != 0)
+    ``backbone_logit_scale`` is the backbone's ``exp(logit_scale)`` (recorded with its embeddings). When it
+    is missing or outside ``(0, max_logit_scale]``, the head starts at CLIP's own 1/0.07 (``None``).
+    """
+    if cfg.clip_logit_scale_init != "backbone":
+        what = "CLIP's default 1/0.07" if cfg.clip_logit_scale_init is None else "loss.clip_logit_scale_init"
+        return cfg, what
+    s = backbone_logit_scale
+    if s and 0 < float(s) <= cfg.max_logit_scale:
+        return cfg.replace(clip_logit_scale_init=float(s)), "the backbone's own logit scale"
+    return cfg.replace(
+        clip_logit_scale_init=None
+    ), "CLIP's default 1/0.07 (the backbone records no usable scale)"
 
 
 class SupConLoss(nn.Module):
@@ -211,6 +162,11 @@ class CompositeLoss(nn.Module):
         self.register_buffer("pos_weight", pw, persistent=False)
         self.supcon = SupConLoss(cfg.supcon_temperature)
         self.clip = ClipLoss()
+        if cfg.clip_logit_scale_init == "backbone":
+            raise ValueError(
+                "LossConfig.clip_logit_scale_init='backbone' must be resolved to a number first: "
+                "cxrlib.losses.resolve_logit_scale(cfg, <the backbone's exp(logit_scale)>)"
+            )
         init = _DEFAULT_LOGIT_SCALE if cfg.clip_logit_scale_init is None else float(cfg.clip_logit_scale_init)
         theta = torch.tensor(math.log(init), dtype=torch.float32)
         if cfg.learnable_temperature:

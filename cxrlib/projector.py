@@ -17,172 +17,19 @@ With ``residual=True`` the last Linear of the MLP is zero-initialised, so at ste
 alignment. The normal/abnormal classifier is a ``Linear(out_dim, 1)`` on the normalised ``z`` — the decision
 boundary is a hyperplane in the very space used for retrieval, so BCE shapes that space.
 
-Configs (here, in :mod:`cxrlib.losses` and :mod:`cxrlib.training`) are JSON-serialisable dataclasses:
-``cfg.to_dict()`` / ``Cls.from_dict(d)``; ``from_dict`` rejects unknown keys by name.
+The head's settings are :class:`cxrlib.config.ProjectorConfig` (with every other setting in :mod:`cxrlib.config`).
 """
 
 from __future__ import annotations
-
-import dataclasses
-import types
-import typing
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConfigError", "ProjectorConfig", "MultiTaskProjector", "MODALITIES"]
+from cxrlib.config import MODALITIES, ProjectorConfig
 
-MODALITIES: tuple[str, ...] = ("image", "text")
-_CLS_ON: tuple[str, ...] = ("both", "image", "text")
-
-
-class ConfigError(ValueError):
-    """A config value or a config dict is invalid; the message names the field and the fix."""
-
-
-class _JsonConfig:
-    """Mixin for the config dataclasses: ``to_dict`` (JSON types only) and a strict ``from_dict``.
-
-    Tuple-typed fields are written as JSON lists and read back as tuples. Each field carries its "why" and
-    its source in ``dataclasses.field(metadata=...)``; :meth:`describe` turns them into method-card rows.
-    """
-
-    _NAME: ClassVar[str] = "config"
-
-    @classmethod
-    def describe(cls) -> list[dict[str, Any]]:
-        """One row per field: ``{"config", "field", "default", "why", "source"}`` (for the README method card)."""
-        rows = []
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            default = f.default if f.default is not dataclasses.MISSING else None
-            rows.append(
-                {
-                    "config": cls.__name__,
-                    "field": f.name,
-                    "default": list(default) if isinstance(default, tuple) else default,
-                    "why": f.metadata.get("why", ""),
-                    "source": f.metadata.get("source", "our choice"),
-                }
-            )
-        return rows
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, tuple) else v
-        return out
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]):
-        if not isinstance(d, Mapping):
-            raise ConfigError(f"{cls.__name__}.from_dict expects a dict, got {type(d).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise ConfigError(
-                f"{cls.__name__}: unknown key(s) {unknown} in the {cls._NAME} dict. Valid keys: {names}. "
-                "Fix the spelling, or remove keys written by another version of cxrlib."
-            )
-        hints = typing.get_type_hints(cls)
-        kwargs = {}
-        for k, v in d.items():
-            if isinstance(v, list) and _is_tuple_hint(hints.get(k)):
-                v = tuple(v)
-            kwargs[k] = v
-        return cls(**kwargs)
-
-
-def _is_tuple_hint(hint: object) -> bool:
-    if typing.get_origin(hint) is tuple:
-        return True
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return any(_is_tuple_hint(a) for a in typing.get_args(hint))
-    return False
-
-
-def _f(default: Any, why: str, source: str = "our choice") -> Any:
-    """A dataclass field with its default, the one-line reason for it and where the value comes from."""
-    return dataclasses.field(default=default, metadata={"why": why, "source": source})
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-@dataclass(frozen=True)
-class ProjectorConfig(_JsonConfig):
-    """Shape of the projector head. Each field: ``_f(default, why, source)`` (source "our choice" unless given);
-    ``ProjectorConfig.describe()`` lists them."""
-
-    _NAME: ClassVar[str] = "projector"
-
-    in_dim: int = _f(
-        512,
-        "the backbone's embedding dim (BiomedCLIP and CLIP ViT-B/16: 512); must match the cached embeddings",
-        "BiomedCLIP card",
-    )
-    out_dim: int = _f(
-        512, "same as the input, so the residual head starts as the identity map (pretrained space)"
-    )
-    hidden_dim: int = _f(
-        512, "'lightweight' head: ~0.26 M parameters per 512-wide layer, tiny next to the backbone"
-    )
-    depth: int = _f(
-        2, "number of hidden layers: enough non-linearity to regroup the space by label; 0 = one Linear"
-    )
-    dropout: float = _f(
-        0.1, "mild regularisation: the head sees a few thousand cached pairs and overfits easily"
-    )
-    residual: bool = _f(
-        True,
-        "output = input projection + MLP(x) with the MLP's last Linear zero-initialised: step 0 is exactly the "
-        "pretrained space, so training learns a correction and never starts by destroying image-report alignment",
-    )
-    layernorm: bool = _f(
-        True,
-        "LayerNorm in each hidden block: insensitive to the tiny (~1/sqrt(512)) unit-norm input coordinates",
-    )
-    shared: bool = _f(
-        True,
-        "one projector for both modalities: the abstract speaks of 'a lightweight MLP projector', and sharing keeps "
-        "image and text in the same coordinates; False = separate image and text heads",
-        "paper abstract + our choice",
-    )
-    cls_on: str = _f(
-        "both",
-        "where the normal/abnormal classifier sits ('both' | 'image' | 'text'): the label belongs to the study, "
-        "i.e. to the image-report pair, so both projections are asked to carry it",
-    )
-    normalize_input: bool = _f(
-        True,
-        "L2-normalise the backbone embedding first: backbone retrieval is cosine and raw open_clip feature norms "
-        "differ by backbone; makes step 0 exactly normalize(x)",
-    )
-
-    def __post_init__(self) -> None:
-        _check_int("ProjectorConfig.in_dim", self.in_dim, 1)
-        _check_int("ProjectorConfig.out_dim", self.out_dim, 1)
-        _check_int("ProjectorConfig.hidden_dim", self.hidden_dim, 1)
-        _check_int("ProjectorConfig.depth", self.depth, 0)
-        if not (isinstance(self.dropout, int | float) and 0.0 <= float(self.dropout) < 1.0):
-            raise ConfigError(f"ProjectorConfig.dropout must be in [0, 1), got {self.dropout!r}")
-        for name in ("residual", "layernorm", "shared", "normalize_input"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"ProjectorConfig.{name} must be true/false, got {getattr(self, name)!r}")
-        if self.cls_on not in _CLS_ON:
-            raise ConfigError(f"ProjectorConfig.cls_on must be one of {_CLS_ON}, got {self.cls_on!r}")
-
-    @property
-    def cls_modalities(self) -> tuple[str, ...]:
-        """The modalities that get a classification logit: ``("image", "text")``, ``("image",)``, …"""
-        return MODALITIES if self.cls_on == "both" else (self.cls_on,)
+__all__ = ["MultiTaskProjector"]
 
 
 class _Head(nn.Module):

@@ -30,12 +30,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from cxrlib.losses import LOSS_TERMS, CompositeLoss, LossConfig
-from cxrlib.projector import ConfigError, MultiTaskProjector, ProjectorConfig, _f, _JsonConfig
+from cxrlib.config import LOSS_TERMS, ConfigError, LossConfig, ProjectorConfig, TrainConfig
+from cxrlib.losses import CompositeLoss
+from cxrlib.projector import MultiTaskProjector
 from cxrlib.runtime import resolve_device, seed_everything
 
 __all__ = [
-    "TrainConfig",
     "EmbeddingSet",
     "TrainResult",
     "CheckpointError",
@@ -49,101 +49,11 @@ __all__ = [
     "load_checkpoint",
     "WEIGHTS_FILE",
     "CONFIG_FILE",
-    "DEFAULT_MONITOR",
 ]
 
 WEIGHTS_FILE = "projector.safetensors"
 CONFIG_FILE = "config.json"
 CHECKPOINT_FORMAT = "cxrlib-projector-checkpoint/1"
-DEFAULT_MONITOR: tuple[str, ...] = ("i2t_R@5", "t2i_R@5", "i2t_mAP@10_label", "t2i_mAP@10_label")
-
-
-@dataclass(frozen=True)
-class TrainConfig(_JsonConfig):
-    """Optimisation and early stopping. Each field: ``_f(default, why, source)``."""
-
-    _NAME = "train"
-
-    lr: float = _f(1e-3, "AdamW's usual rate for a small head on frozen features; warmup makes it safe")
-    weight_decay: float = _f(1e-4, "light L2 on weight matrices only (biases, LayerNorm, logit scale exempt)")
-    epochs: int = _f(50, "upper bound; early stopping usually ends sooner on a few thousand pairs")
-    batch_size: int = _f(
-        256, "SupCon and CLIP need many in-batch negatives; 256 pairs = 512 SupCon rows, cheap on a CPU"
-    )
-    warmup_epochs: float = _f(
-        2,
-        "linear warmup from ~0, then cosine decay to 0 (per step): no large first steps off the identity map",
-    )
-    patience: int | None = _f(
-        8, "epochs without monitor improvement before stopping; None = never stop early"
-    )
-    min_delta: float = _f(0.0, "the monitor must beat the best by more than this to count as an improvement")
-    monitor: tuple[str, ...] = _f(
-        DEFAULT_MONITOR,
-        "validation metric keys averaged into the early-stopping monitor: balances instance alignment "
-        "(R@5, CLIP's goal) and label-aware retrieval (mAP@10_label, BCE/SupCon's goal)",
-    )
-    eval_ks: tuple[int, ...] = _f(
-        (1, 5, 10), "cut-offs for the validation retrieval metrics (R@k, P@k, mAP@k)"
-    )
-    seed: int = _f(0, "one seed for init, dropout and batch order: reruns are bit-identical on CPU")
-    device: str = _f("cpu", "the demo runs on CPU; 'cuda' or 'auto' on a GPU server")
-    grad_clip: float | None = _f(
-        1.0, "clip the global grad norm: guards against rare spikes from the contrasts"
-    )
-    drop_last: bool = _f(
-        True, "drop the last incomplete batch: a tiny batch has almost no negatives for SupCon/CLIP"
-    )
-
-    def __post_init__(self) -> None:
-        def positive(name: str, allow_zero: bool = False) -> None:
-            v = getattr(self, name)
-            ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-            if not ok or v < 0 or (v == 0 and not allow_zero):
-                raise ConfigError(
-                    f"TrainConfig.{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {v!r}"
-                )
-
-        positive("lr")
-        positive("weight_decay", allow_zero=True)
-        positive("warmup_epochs", allow_zero=True)
-        positive("min_delta", allow_zero=True)
-        for name in ("epochs", "batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"TrainConfig.{name} must be an integer >= 1, got {v!r}")
-        if self.patience is not None and (
-            isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1
-        ):
-            raise ConfigError(f"TrainConfig.patience must be None or an integer >= 1, got {self.patience!r}")
-        if isinstance(self.monitor, str):
-            object.__setattr__(self, "monitor", (self.monitor,))
-        if isinstance(self.monitor, list):
-            object.__setattr__(self, "monitor", tuple(self.monitor))
-        if not self.monitor or not all(isinstance(k, str) and k for k in self.monitor):
-            raise ConfigError(
-                f"TrainConfig.monitor must be a non-empty list of metric keys, got {self.monitor!r}"
-            )
-        if isinstance(self.eval_ks, list):
-            object.__setattr__(self, "eval_ks", tuple(self.eval_ks))
-        if not self.eval_ks or not all(
-            isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in self.eval_ks
-        ):
-            raise ConfigError(
-                f"TrainConfig.eval_ks must be a non-empty list of integers >= 1, got {self.eval_ks!r}"
-            )
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ConfigError(f"TrainConfig.seed must be an integer, got {self.seed!r}")
-        if self.grad_clip is not None:
-            positive("grad_clip")
-        if not isinstance(self.drop_last, bool):
-            raise ConfigError(f"TrainConfig.drop_last must be true/false, got {self.drop_last!r}")
-        if not isinstance(self.device, str) or not self.device:
-            raise ConfigError(f"TrainConfig.device must be a string such as 'cpu', got {self.device!r}")
-
-    def steps_per_epoch(self, n_train: int) -> int:
-        """Optimiser steps in one epoch over ``n_train`` pairs."""
-        return n_train // self.batch_size if self.drop_last else -(-n_train // self.batch_size)
 
 
 @dataclass

@@ -25,7 +25,6 @@ from cxrlib import backbones
 from cxrlib.backbones import (
     DEMO_MODEL_CFG,
     WeightsUnavailableError,
-    build_demo_backbones,
     demo_bundle_dir,
     export_bundle,
     load_backbone,
@@ -33,6 +32,8 @@ from cxrlib.backbones import (
     save_bundle,
     state_dict_checksum,
 )
+from cxrlib.config import DemoBackboneConfig
+from cxrlib.demo_backbone import build_demo_backbones
 from cxrlib.paths import REPO_ROOT
 
 TINY_CFG = {
@@ -398,7 +399,7 @@ def test_build_demo_backbones_deterministic_and_reused(tmp_path):
     )
     build_image_cache(manifest, tmp_path / "images", size, progress=False)
     cache = ImageCache.open(tmp_path / "images", size)
-    kw = {"seed": 0, "epochs": 1, "batch_size": 16, "progress": False}
+    kw = {"seed": 0, "cfg": DemoBackboneConfig(epochs=1, batch_size=16), "progress": False}
 
     with pytest.raises(ValueError, match="split == 'pretrain'"):
         build_demo_backbones(manifest.iloc[:10], cache, **kw)

@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
-from cxrlib.losses import CompositeLoss, LossConfig, SupConLoss, balanced_pos_weight
-from cxrlib.projector import ConfigError, MultiTaskProjector, ProjectorConfig
+from cxrlib.config import ConfigError, LossConfig, ProjectorConfig
+from cxrlib.losses import CompositeLoss, SupConLoss, balanced_pos_weight
+from cxrlib.projector import MultiTaskProjector
 
 
 def reference_supcon(z: torch.Tensor, y: list[int], tau: float) -> float:

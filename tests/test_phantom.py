@@ -22,13 +22,13 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from cxrlib.config import PhantomConfig  # noqa: E402
 from cxrlib.data.manifest import join_tags, patient_split, validate_manifest  # noqa: E402
 from cxrlib.data.phantom import (  # noqa: E402
     FINDINGS,
     MENTION_KEYWORDS,
     SEVERITIES,
     SUBTLE,
-    PhantomConfig,
     PhantomRenderer,
     findings_table,
     generate_corpus,

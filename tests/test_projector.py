@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cxrlib.projector import ConfigError, MultiTaskProjector, ProjectorConfig
+from cxrlib.config import ConfigError, ProjectorConfig
+from cxrlib.projector import MultiTaskProjector
 
 
 def n_params(module: torch.nn.Module) -> int:

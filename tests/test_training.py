@@ -11,15 +11,14 @@ import pandas as pd
 import pytest
 import torch
 
-from cxrlib.losses import LossConfig
-from cxrlib.projector import ConfigError, MultiTaskProjector, ProjectorConfig
+from cxrlib.config import ConfigError, LossConfig, ProjectorConfig, TrainConfig
+from cxrlib.projector import MultiTaskProjector
 from cxrlib.runtime import set_threads
 from cxrlib.training import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     CheckpointError,
     EmbeddingSet,
-    TrainConfig,
     build_optimizer,
     build_scheduler,
     load_checkpoint,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxrlib.config import PhantomConfig
 from cxrlib.data.manifest import Accounting, patient_split, save_manifest, validate_manifest
-from cxrlib.data.phantom import PhantomConfig
 from cxrlib.paths import data_dir as default_data_dir
 
 __all__ = ["DATASETS", "PreparedData", "load_dataset", "prepare_dataset", "manifest_path", "open_prepared"]

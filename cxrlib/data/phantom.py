@@ -64,6 +64,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from tqdm.auto import tqdm
 
+from cxrlib.config import PhantomConfig
 from cxrlib.data.manifest import join_tags, validate_manifest
 from cxrlib.data.reports import compose_text
 from cxrlib.paths import relative_to_repo
@@ -73,7 +74,6 @@ __all__ = [
     "SEVERITIES",
     "SUBTLE",
     "MENTION_KEYWORDS",
-    "PhantomConfig",
     "PhantomRenderer",
     "Study",
     "sample_patient_studies",
@@ -136,18 +136,6 @@ MENTION_KEYWORDS: dict[str, tuple[str, ...]] = {
 # --------------------------------------------------------------------------------------------------------
 # Configuration and the per-study record
 # --------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PhantomConfig:
-    """Knobs of the generator. Defaults give the demo corpus."""
-
-    normal_rate: float = 0.40  # fraction of normal studies (stationary rate of the follow-up chain)
-    max_studies: int = 4  # studies per patient are 1..max_studies (geometric-like, mean ~1.9)
-    report_noise: float = 0.05  # fraction of abnormal reports with a subtle finding that misses it
-    pretrain_fraction: float = 0.30  # fraction of patients reserved for the demo backbone's pretraining
-    subtle_fraction: float = 0.45  # probability that a new finding starts at its subtlest severity
-    persistence: float = 0.5  # 0 = follow-ups independent of the prior study, 1 = never change state
-
-
 @dataclass
 class Study:
     """One study: the patient's anatomy, the study's acquisition, and its findings.
