@@ -188,8 +188,9 @@ class _JsonConfig:
             items = value if isinstance(value, list | tuple) else [value]
             bad = [v for v in items if isinstance(v, str) and v not in choices]
             if bad:
-                close = difflib.get_close_matches(str(bad[0]), [str(c) for c in choices], n=1)
-                hint_txt = f" (did you mean {close[0]!r}?)" if close else ""
+                lowered = {str(c).lower(): c for c in choices}
+                close = difflib.get_close_matches(str(bad[0]).lower(), list(lowered), n=1)
+                hint_txt = f" (did you mean {lowered[close[0]]!r}?)" if close else ""
                 raise ConfigError(
                     f"{where} = {value!r}: {bad[0]!r} is not accepted{hint_txt}. Accepted: "
                     + ", ".join(repr(c) for c in choices)

@@ -1,8 +1,13 @@
 """Profiles (``profiles/<name>.yaml``) and the notebooks' ``parameters`` cells.
 
-A profile is a flat mapping ``parameter name -> value``. Every name must be declared in the ``parameters``
-cell of at least one notebook; the runner passes each notebook only the names its cell declares (papermill
-itself would silently inject unknown names). Values are checked against the type of the notebook's default.
+A project profile is nested by settings section (``data:``, ``loss:``, ... — :data:`cxrlib.config.SECTIONS`)
+and lists only what differs from the defaults declared in :mod:`cxrlib.config`; the project's notebooks
+declare just ``profile`` and ``overrides`` and build their settings with :func:`cxrlib.config.load_settings`.
+
+A top-level key that is not a section is a *notebook parameter*: it must be declared in the ``parameters``
+cell of at least one notebook, and the runner passes each notebook only the names its cell declares
+(papermill itself would silently inject unknown names), type-checked against the notebook's default. The
+project's profiles have none; a notebook of your own can use them.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ __all__ = [
     "discover_notebooks",
     "notebook_parameters",
     "parse_param",
+    "split_settings",
     "check_parameters",
 ]
 
@@ -169,19 +175,47 @@ def discover_notebooks(folder: Path | None = None) -> list[NotebookInfo]:
 def parse_param(text: str) -> tuple[str, object]:
     """``"key=value"`` -> (key, value) with the value read as YAML, as in a profile.
 
-    ``3`` int, ``0.1`` and ``1e-3`` float, ``[1,2]`` list, ``true`` bool, ``'007'`` string.
+    ``3`` int, ``0.1`` and ``1e-3`` float, ``[1,2]`` list, ``true`` bool, ``'007'`` string, ``none`` None.
+    ``key`` is a notebook parameter name or ``section.field`` (a setting, e.g. ``loss.w_bce``).
     """
     if "=" not in text:
-        raise ProfileError(f"--param expects key=value, got {text!r}")
+        raise ProfileError(f"--param expects key=value (e.g. loss.w_bce=0.5), got {text!r}")
     key, raw = text.split("=", 1)
     key = key.strip()
-    if not key.isidentifier():
-        raise ProfileError(f"--param {text!r}: {key!r} is not a valid parameter name")
+    parts = key.split(".")
+    if len(parts) > 2 or not all(p.isidentifier() for p in parts):
+        raise ProfileError(
+            f"--param {text!r}: {key!r} is neither a parameter name nor section.field (e.g. train.epochs)"
+        )
     try:
         value = yaml.load(raw, Loader=_ParamLoader) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ProfileError(f"--param {text!r}: cannot read the value ({exc})") from exc
+    if isinstance(value, str) and value.strip().lower() == "none":
+        value = None
     return key, value
+
+
+def split_settings(values: dict) -> tuple[dict, dict]:
+    """``(settings, notebook parameters)``: top-level keys that name a settings section vs the others.
+
+    Dotted keys (``"loss.w_bce"``, from ``--param``) become ``{"loss": {"w_bce": ...}}``.
+    """
+    from cxrlib.config import SECTIONS
+
+    settings: dict = {}
+    params: dict = {}
+    for k, v in values.items():
+        if "." in k:
+            section, name = k.split(".", 1)
+            settings.setdefault(section, {})[name] = v
+        elif k in SECTIONS:
+            if not isinstance(v, dict):
+                raise ProfileError(f"section {k!r} must map field names to values, got {v!r}")
+            settings.setdefault(k, {}).update(v)
+        else:
+            params[k] = v
+    return settings, params
 
 
 def _type_ok(default: object, value: object) -> bool:

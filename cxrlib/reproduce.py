@@ -27,6 +27,7 @@ from cxrlib.profiles import (
     discover_notebooks,
     load_profile,
     parse_param,
+    split_settings,
 )
 
 __all__ = ["KERNEL_NAME", "RunnerError", "select_notebooks", "check_kernel", "run", "write_summary", "main"]
@@ -140,11 +141,23 @@ def run(
     notebooks = discover_notebooks(nb_folder or notebooks_dir())
     if not notebooks:
         raise ProfileError(f"no notebooks named NN_*.ipynb in {nb_folder or notebooks_dir()}")
-    params = dict(load_profile(profile, profiles_folder))
+    settings, params = split_settings(dict(load_profile(profile, profiles_folder)))
     check_parameters(params, notebooks, f"profiles/{profile}.yaml")
-    extra = dict(parse_param(p) for p in (overrides or []))
+    extra_settings, extra = split_settings(dict(parse_param(p) for p in (overrides or [])))
     check_parameters(extra, notebooks, "--param")
     params.update(extra)
+    if settings or extra_settings or any("overrides" in nb.parameters for nb in notebooks):
+        # every setting's value is checked before the first notebook starts (not minutes later, on a GPU
+        # server after the extraction): the notebooks build the same Settings from the profile + overrides
+        from cxrlib.config import ConfigError, build_settings, merge_overrides
+
+        source = f"profiles/{profile}.yaml" + (" + --param" if extra_settings else "")
+        try:
+            build_settings(merge_overrides(settings, extra_settings), profile=profile, source=source)
+        except ConfigError as exc:
+            raise ProfileError(str(exc)) from exc
+        if extra_settings:
+            params["overrides"] = extra_settings
     if any("profile" in nb.parameters for nb in notebooks):
         # Notebooks place their outputs by their `profile` parameter: it must be the profile being run.
         given = params.get("profile", profile)
@@ -193,7 +206,12 @@ def run(
     total = time.perf_counter() - t_all
     shown = executed.relative_to(REPO_ROOT) if executed.is_relative_to(REPO_ROOT) else executed
     print(f"all done in {_fmt_seconds(total)}; executed copies in {shown}", flush=True)
-    write_summary(profile, out_root, timings, params)
+    diff = None
+    if any("overrides" in nb.parameters for nb in notebooks):
+        from cxrlib.config import diff_from_defaults, load_settings
+
+        diff = diff_from_defaults(load_settings(profile, params.get("overrides"), profiles_folder))
+    write_summary(profile, out_root, timings, params, diff)
     return {"notebooks": [nb.name for nb in chosen], "seconds": timings, "total_seconds": total}
 
 
@@ -212,7 +230,9 @@ def _refresh(executed: Path, target: Path) -> None:
     shutil.move(str(tmp), str(target))
 
 
-def write_summary(profile: str, out_root: Path, timings: dict[str, float], params: dict) -> Path:
+def write_summary(
+    profile: str, out_root: Path, timings: dict[str, float], params: dict, settings_diff: dict | None = None
+) -> Path:
     """``results/<profile>/SUMMARY.md``: run times, parameters, every table under ``tables/*.md``, figures."""
     lines = [f"# Results summary — profile `{profile}`", ""]
     if profile == "demo":
@@ -230,6 +250,11 @@ def write_summary(profile: str, out_root: Path, timings: dict[str, float], param
     lines += ["", "## Parameters", "", "```yaml"]
     lines += [f"{k}: {json.dumps(v)}" for k, v in sorted(params.items())]
     lines += ["```", ""]
+    if settings_diff:
+        lines += ["## Settings that differ from the defaults of cxrlib/config.py", "", "```yaml"]
+        for section, values in settings_diff.items():
+            lines += [f"{section}:"] + [f"  {k}: {json.dumps(v)}" for k, v in values.items()]
+        lines += ["```", ""]
     tables = sorted((out_root / "tables").glob("*.md")) if (out_root / "tables").is_dir() else []
     for t in tables:
         lines += [f"## {t.stem}", "", t.read_text().strip(), ""]
@@ -253,7 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--from", dest="start", metavar="NN", help="start at notebook NN and run the rest")
     g.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks")
     p.add_argument(
-        "--param", action="append", default=[], metavar="KEY=VALUE", help="override a parameter (repeatable)"
+        "--param",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override a setting, e.g. loss.w_bce=0.5 or train.epochs=5 (repeatable; see the README's method card)",
     )
     p.add_argument("--kernel", default=KERNEL_NAME, help=f"Jupyter kernel name (default {KERNEL_NAME})")
     p.add_argument(

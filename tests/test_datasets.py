@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from cxrlib.config import DataConfig, PhantomConfig
 from cxrlib.data import phantom as phantom_mod
 from cxrlib.data.datasets import DATASETS, PreparedData, load_dataset, manifest_path, prepare_dataset
 from cxrlib.data.images import ImageCache, cache_paths
@@ -31,9 +32,13 @@ N_PATIENTS = 30
 SIZE = 32
 
 
-def _prepare(work: Path, seed: int = 0, **kw) -> PreparedData:
+def _prepare(work: Path, seed: int = 0, **phantom) -> PreparedData:
     return prepare_dataset(
-        "phantom", work, n_patients=N_PATIENTS, seed=seed, image_size=SIZE, progress=False, **kw
+        DataConfig(image_size=SIZE),
+        work,
+        PhantomConfig(n_patients=N_PATIENTS, **phantom),
+        seed=seed,
+        progress=False,
     )
 
 
@@ -43,9 +48,9 @@ def count_generations(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     calls: list[dict] = []
     real = phantom_mod.generate_corpus
 
-    def counting(out_dir, **kw):
-        calls.append(kw)
-        return real(out_dir, **kw)
+    def counting(out_dir, cfg, **kw):
+        calls.append({**cfg.to_dict(), **kw})
+        return real(out_dir, cfg, **kw)
 
     monkeypatch.setattr(phantom_mod, "generate_corpus", counting)
     return calls
@@ -101,7 +106,10 @@ def test_phantom_end_to_end(tmp_path: Path) -> None:
 
 def test_phantom_row_limit_is_counted(tmp_path: Path) -> None:
     df, acc = load_dataset(
-        "phantom", tmp_path / "work", n_patients=N_PATIENTS, image_size=SIZE, row_limit=10, progress=False
+        DataConfig(image_size=SIZE, row_limit=10),
+        tmp_path / "work",
+        PhantomConfig(n_patients=N_PATIENTS),
+        progress=False,
     )
     assert len(df) == 10 == acc.rows_kept
     assert acc.dropped["beyond row_limit"] == acc.rows_in - 10 > 0
@@ -172,7 +180,9 @@ def test_interrupted_generation_never_leaves_a_stale_stamp(
 def test_iu_xray_openi_end_to_end(tmp_path: Path) -> None:
     root = fixtures.build_openi_folders(tmp_path / "iu_xray")
     with pytest.warns(UserWarning, match="no view information"):
-        prep = prepare_dataset("iu_xray", tmp_path / "work", data_dir=root, image_size=SIZE, progress=False)
+        prep = prepare_dataset(
+            DataConfig("iu_xray", str(root), image_size=SIZE), tmp_path / "work", progress=False
+        )
     df = prep.manifest
     acc = prep.accounting
     acc.check()
@@ -187,7 +197,9 @@ def test_iu_xray_openi_end_to_end(tmp_path: Path) -> None:
 
 def test_mimic_keeps_the_official_split(tmp_path: Path) -> None:
     root = fixtures.build_mimic(tmp_path / "mimic_cxr")
-    prep = prepare_dataset("mimic_cxr", tmp_path / "work", data_dir=root, image_size=SIZE, progress=False)
+    prep = prepare_dataset(
+        DataConfig("mimic_cxr", str(root), image_size=SIZE), tmp_path / "work", progress=False
+    )
     prep.accounting.check()
     official = {
         dicom: {"validate": "val"}.get(split, split)
@@ -203,11 +215,13 @@ def test_mimic_keeps_the_official_split(tmp_path: Path) -> None:
 # errors
 # --------------------------------------------------------------------------------------------------
 def test_unknown_dataset_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="dataset must be one of") as err:
-        load_dataset("chexpert", tmp_path / "work")
+    with pytest.raises(ValueError, match="not accepted") as err:
+        DataConfig.from_dict({"dataset": "chexpert"})
     assert all(name in str(err.value) for name in DATASETS) and "chexpert" in str(err.value)
-    with pytest.raises(ValueError, match="dataset must be one of"):
-        prepare_dataset("IU_XRAY", tmp_path / "work", progress=False)
+    with pytest.raises(ValueError, match="did you mean 'iu_xray'"):
+        DataConfig.from_dict({"dataset": "IU_XRAY"})
+    with pytest.raises(TypeError, match="DataConfig"):
+        load_dataset("iu_xray", tmp_path / "work")
 
 
 def _assert_names_layout(message: str) -> None:
@@ -224,14 +238,14 @@ def _assert_names_layout(message: str) -> None:
 def test_iu_xray_missing_data_dir_names_the_layout(tmp_path: Path) -> None:
     absent = tmp_path / "no_such_folder"
     with pytest.raises(FileNotFoundError) as err:
-        load_dataset("iu_xray", tmp_path / "work", data_dir=absent)
+        load_dataset(DataConfig("iu_xray", str(absent)), tmp_path / "work")
     assert str(absent) in str(err.value)
     _assert_names_layout(str(err.value))
 
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="no IU X-ray data found") as err:
-        prepare_dataset("iu_xray", tmp_path / "work", data_dir=empty, progress=False)
+        prepare_dataset(DataConfig("iu_xray", str(empty)), tmp_path / "work", progress=False)
     _assert_names_layout(str(err.value))
     assert not manifest_path(tmp_path / "work").exists()
 
@@ -241,14 +255,14 @@ def test_iu_xray_default_data_dir_follows_cxr_data_dir(
 ) -> None:
     monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "datasets"))
     with pytest.raises(FileNotFoundError) as err:
-        load_dataset("iu_xray", tmp_path / "work")
+        load_dataset(DataConfig("iu_xray"), tmp_path / "work")
     assert str(tmp_path / "datasets" / "iu_xray") in str(err.value)
     _assert_names_layout(str(err.value))
 
 
 def test_csv_without_options_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="csv_options"):
-        load_dataset("csv", tmp_path / "work")
+        load_dataset(DataConfig("csv"), tmp_path / "work")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -279,17 +293,17 @@ def test_open_prepared_without_notebook_01_names_it(tmp_path: Path) -> None:
 def test_phantom_knobs_reach_the_generator_and_the_stamp(
     tmp_path: Path, count_generations: list[dict]
 ) -> None:
-    """phantom_normal_rate / phantom_report_noise (notebook 01 parameters) are passed to generate_corpus and are
+    """phantom.normal_rate / phantom.report_noise (settings) are passed to generate_corpus and are
     part of the cache stamp: changing one regenerates the corpus, and the data follow the new value."""
     work = tmp_path / "work"
     base = _prepare(work)
     assert count_generations[-1]["normal_rate"] == 0.40 and count_generations[-1]["report_noise"] == 0.05
-    noisy = _prepare(work, phantom_report_noise=1.0)
+    noisy = _prepare(work, report_noise=1.0)
     assert len(count_generations) == 2 and count_generations[-1]["report_noise"] == 1.0
-    assert json.loads((work / "phantom" / "corpus.json").read_text())["report_noise"] == 1.0
+    assert json.loads((work / "phantom" / "corpus.json").read_text())["phantom"]["report_noise"] == 1.0
     assert noisy.manifest["report_noise"].sum() > base.manifest["report_noise"].sum()
-    normal = _prepare(work, phantom_normal_rate=1.0, phantom_report_noise=0.05)
+    normal = _prepare(work, normal_rate=1.0, report_noise=0.05)
     assert len(count_generations) == 3 and count_generations[-1]["normal_rate"] == 1.0
     assert normal.manifest["label"].eq(0).all()
-    _prepare(work, phantom_normal_rate=1.0, phantom_report_noise=0.05)  # same knobs: reused
+    _prepare(work, normal_rate=1.0, report_noise=0.05)  # same knobs: reused
     assert len(count_generations) == 3

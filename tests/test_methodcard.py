@@ -8,45 +8,39 @@ from pathlib import Path
 import pytest
 
 from cxrlib import methodcard
-from cxrlib.losses import LossConfig
-from cxrlib.paths import REPO_ROOT
-from cxrlib.profiles import load_profile, notebook_parameters
-from cxrlib.projector import ProjectorConfig
-from cxrlib.training import TrainConfig
+from cxrlib.config import SECTIONS
 
-CONFIGS = (ProjectorConfig, LossConfig, TrainConfig)
-SOURCES = {"paper abstract", "BiomedCLIP card", "CLIP paper", "our choice", "paper abstract + our choice"}
+SOURCES = {
+    "paper abstract",
+    "paper abstract (baselines)",
+    "paper abstract (t-SNE)",
+    "BiomedCLIP card",
+    "CLIP paper",
+    "our choice",
+    "paper abstract + our choice",
+}
 
 
-def test_every_config_field_has_a_row_with_a_reason_and_a_known_source() -> None:
+def test_every_setting_has_a_row_with_a_reason_and_a_known_source() -> None:
     rows = methodcard.method_card_rows()
-    got = [(r["config"], r["field"]) for r in rows]
-    want = [(c.__name__, f.name) for c in CONFIGS for f in dataclasses.fields(c)]
+    got = [(r["section"], r["field"]) for r in rows]
+    want = [(s, f.name) for s, c in SECTIONS.items() for f in dataclasses.fields(c)]
     assert got == want
     for r in rows:
-        assert len(r["why"]) > 20, f"{r['config']}.{r['field']} has no reason"
-        assert r["source"] in SOURCES, f"{r['config']}.{r['field']}: unknown source {r['source']!r}"
+        assert len(r["why"]) > 20, f"{r['section']}.{r['field']} has no reason"
+        assert r["source"] in SOURCES, f"{r['section']}.{r['field']}: unknown source {r['source']!r}"
 
 
-def test_profile_columns_show_what_notebook_03_receives() -> None:
-    rows = {(r["config"], r["field"]): r for r in methodcard.method_card_rows()}
-    demo, paper = load_profile("demo"), load_profile("paper")
-    assert rows["LossConfig", "pos_weight"]["demo"] == "None"  # profile "none" -> the config's None
-    assert rows["LossConfig", "pos_weight"]["paper"] == "balanced"
-    assert rows["TrainConfig", "batch_size"]["demo"] == str(demo["train_batch_size"])
-    assert rows["TrainConfig", "epochs"]["paper"] == str(paper["epochs"])
-    assert (
-        rows["ProjectorConfig", "layernorm"]["demo"] == "-"
-    )  # not a notebook parameter: the default applies
-    assert rows["ProjectorConfig", "in_dim"]["paper"] == "*the backbone's dim*"  # derived, not the default
-    assert rows["TrainConfig", "eval_ks"]["demo"] == str(demo["ks"]).replace("'", "")
-    assert rows["LossConfig", "clip_logit_scale_init"]["demo"] == "*the backbone's*"  # profile 0.0
-    # every profile column that is not "-" names a parameter that notebook 03 really declares
-    nb03 = notebook_parameters(next((REPO_ROOT / "notebooks").glob("03_*.ipynb")))
-    for (cfg, field), r in rows.items():
-        param = methodcard.PARAM_FOR_FIELD.get((cfg, field), field)
-        if r["demo"] != "-" and (cfg, field) not in methodcard.DERIVED:
-            assert param in nb03, f"{param} is in the demo profile but not a parameter of notebook 03"
+def test_profile_columns_show_what_each_profile_runs() -> None:
+    rows = {(r["section"], r["field"]): r for r in methodcard.method_card_rows()}
+    assert rows["loss", "pos_weight"]["demo"] == "="  # the default (None) applies
+    assert rows["loss", "pos_weight"]["paper"] == "**balanced**"
+    assert rows["train", "epochs"]["paper"] == "**100**"
+    assert rows["eval", "backbones"]["paper"] == "**[clip, biomedclip]**"
+    assert rows["projector", "in_dim"]["paper"] == "*the backbone's embedding dim*"  # derived
+    assert rows["train", "eval_ks"]["demo"] == "*eval.ks*"
+    assert rows["loss", "clip_logit_scale_init"]["demo"] == "**backbone**"
+    assert "accepted: both, image, text" in rows["projector", "cls_on"]["why"]
 
 
 def test_readme_method_card_is_up_to_date() -> None:

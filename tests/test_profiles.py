@@ -234,8 +234,8 @@ def test_parse_param_reads_values_as_yaml(text, expected):
     "text, says",
     [
         ("seed", "expects key=value"),
-        ("=3", "not a valid parameter name"),
-        ("my-seed=3", "not a valid parameter name"),
+        ("=3", "neither a parameter name nor section.field"),
+        ("my-seed=3", "neither a parameter name nor section.field"),
         ("ratios=[1, 2", "cannot read the value"),
     ],
 )

@@ -1,0 +1,256 @@
+"""Comparing embedding spaces: the steps of notebooks 02 and 03 as tested functions.
+
+- :func:`embedding_sets` — train/val/eval :class:`~cxrlib.training.EmbeddingSet` from registered embeddings;
+- :func:`evaluate_spaces` — retrieval metrics (with patient-bootstrap CIs) of several spaces on one split;
+- :func:`table_keys` — the columns of the result tables (R@K at every K, label P/mAP at the largest K);
+- :func:`compare_two`, :func:`compare_with_chance`, :func:`verdict_table` / :func:`verdict_lines` — what a
+  table says, computed from it (never hand-written);
+- :func:`ablation_configs`, :func:`run_loss_ablation`, :func:`summarize_ablation`,
+  :func:`ablation_vs_backbone` — the loss ablation over seeds;
+- :func:`pick_threshold`, :func:`classifier_summary` — the BCE head as a normal/abnormal classifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from cxrlib.config import LossConfig, ProjectorConfig, TrainConfig
+from cxrlib.embeddings import Embeddings
+from cxrlib.metrics import retrieval_metrics
+from cxrlib.training import EmbeddingSet, train_projector
+
+__all__ = [
+    "embedding_sets",
+    "table_keys",
+    "evaluate_spaces",
+    "compare_two",
+    "compare_with_chance",
+    "verdict_table",
+    "verdict_lines",
+    "ablation_configs",
+    "run_loss_ablation",
+    "summarize_ablation",
+    "ablation_vs_backbone",
+    "pick_threshold",
+    "classifier_summary",
+]
+
+
+def embedding_sets(rows: pd.DataFrame, source: Embeddings, splits: Sequence[str]) -> list[EmbeddingSet]:
+    """One :class:`EmbeddingSet` per split name, rows in manifest order (image, text, label, patient)."""
+    out = []
+    for split in splits:
+        part = rows[rows["split"] == split]
+        e = source.select(part["image_id"])
+        out.append(
+            EmbeddingSet(e.image, e.text, part["label"].to_numpy(), part["patient_id"].to_numpy(), name=split)
+        )
+    return out
+
+
+def table_keys(ks: Sequence[int]) -> list[str]:
+    """Columns of the result tables: ``i2t_R@K``/``t2i_R@K`` at every K, label P and mAP at the largest K."""
+    k = max(ks)
+    return (
+        [f"i2t_R@{x}" for x in ks]
+        + [f"t2i_R@{x}" for x in ks]
+        + [f"{d}_{m}@{k}_label" for m in ("P", "mAP") for d in ("i2t", "t2i")]
+    )
+
+
+def evaluate_spaces(
+    spaces: Mapping[str, Embeddings],
+    rows: pd.DataFrame,
+    ks: Sequence[int],
+    n_boot: int,
+    seed: int,
+) -> dict[str, dict[str, float]]:
+    """:func:`cxrlib.metrics.retrieval_metrics` of every space on ``rows`` (one split of the manifest).
+
+    Each space is restricted to ``rows["image_id"]`` in that order; labels and patient ids (the bootstrap's
+    clusters) come from ``rows``. Returns ``{space name: metrics}``.
+    """
+    labels = rows["label"].to_numpy()
+    patients = rows["patient_id"].to_numpy()
+    out = {}
+    for name, emb in spaces.items():
+        e = emb.select(rows["image_id"])
+        out[name] = retrieval_metrics(
+            e.image, e.text, labels=labels, ks=ks, patient_ids=patients, n_boot=n_boot, seed=seed
+        )
+    return out
+
+
+def _cis_separate(a: Mapping[str, float], b: Mapping[str, float], key: str) -> bool:
+    lo_b, hi_b = b.get(f"{key}_lo", b[key]), b.get(f"{key}_hi", b[key])
+    lo_a, hi_a = a.get(f"{key}_lo", a[key]), a.get(f"{key}_hi", a[key])
+    return lo_b > hi_a or hi_b < lo_a
+
+
+def compare_two(results: Mapping[str, Mapping[str, float]], a: str, b: str, keys: Sequence[str]) -> list[str]:
+    """One line per key: is ``b`` higher than ``a``, and do their 95 % CIs overlap."""
+    lines = []
+    for key in keys:
+        lo_b, hi_a = results[b].get(f"{key}_lo"), results[a].get(f"{key}_hi")
+        sep = "" if lo_b is None else (" (CIs do not overlap)" if lo_b > hi_a else " (CIs overlap)")
+        verdict = "higher" if results[b][key] > results[a][key] else "not higher"
+        lines.append(f"{key:>18}: {b} {results[b][key]:.3f} vs {a} {results[a][key]:.3f} -> {verdict}{sep}")
+    return lines
+
+
+def compare_with_chance(
+    results: Mapping[str, Mapping[str, float]], chance: Mapping[str, float], k: int
+) -> list[str]:
+    """One line per space: R@K and label P@K in both directions next to their chance levels."""
+    keys = (f"i2t_R@{k}", f"t2i_R@{k}", f"i2t_P@{k}_label", f"t2i_P@{k}_label")
+    return [
+        f"{name:>12}: " + " | ".join(f"{key} {res[key]:.3f} vs chance {chance[key]:.3f}" for key in keys)
+        for name, res in results.items()
+    ]
+
+
+def verdict_table(
+    results: Mapping[str, Mapping[str, float]], base: str, tuned: str, keys: Sequence[str]
+) -> pd.DataFrame:
+    """Per key: both values, the change, whether ``tuned`` is higher and whether the two CIs separate."""
+    rows = []
+    for key in keys:
+        a, b = results[base][key], results[tuned][key]
+        rows.append(
+            {
+                "metric": key,
+                base: round(a, 3),
+                tuned: round(b, 3),
+                "change": round(b - a, 3),
+                "head better?": "yes" if b > a else "NO",
+                "CIs separate?": "yes" if _cis_separate(results[base], results[tuned], key) else "no",
+            }
+        )
+    return pd.DataFrame(rows).set_index("metric")
+
+
+def verdict_lines(verdict: pd.DataFrame, what: str) -> list[str]:
+    """The verdict table in three sentences: better with separate CIs / better within the CIs / not better."""
+    better, sep = verdict["head better?"] == "yes", verdict["CIs separate?"] == "yes"
+    groups = {
+        "better, and the 95 % CIs separate": better & sep,
+        "better, but within the CIs (not shown to be a real gain)": better & ~sep,
+        "NOT better than its backbone": ~better,
+    }
+    out = []
+    for label, mask in groups.items():
+        cols = verdict.index[mask].tolist()
+        out.append(f"{what} is {label}: {', '.join(cols) if cols else 'none'}")
+    return out
+
+
+def ablation_configs(loss: LossConfig) -> dict[str, dict[str, float]]:
+    """The four loss configurations of the ablation, as weight overrides of ``loss`` (0 switches a term off)."""
+    return {
+        "CLIP only": {"w_bce": 0.0, "w_supcon": 0.0, "w_clip": 1.0},
+        "CLIP + BCE": {"w_bce": loss.w_bce or 1.0, "w_supcon": 0.0, "w_clip": 1.0},
+        "CLIP + SupCon": {"w_bce": 0.0, "w_supcon": loss.w_supcon or 1.0, "w_clip": 1.0},
+        "all three": {
+            "w_bce": loss.w_bce or 1.0,
+            "w_supcon": loss.w_supcon or 1.0,
+            "w_clip": loss.w_clip or 1.0,
+        },
+    }
+
+
+def run_loss_ablation(
+    train: EmbeddingSet,
+    val: EmbeddingSet,
+    test: EmbeddingSet,
+    projector: ProjectorConfig,
+    loss: LossConfig,
+    train_cfg: TrainConfig,
+    seeds: Sequence[int],
+    keys: Sequence[str],
+    ks: Sequence[int],
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Train every :func:`ablation_configs` configuration with every seed; one row per run.
+
+    Columns: ``config``, ``seed``, ``best_epoch`` and the metric ``keys`` on ``test`` (no bootstrap).
+    """
+    from tqdm.auto import tqdm
+
+    cfgs = ablation_configs(loss)
+    todo = [(n, s) for n in cfgs for s in seeds]
+    runs = []
+    for name, s in tqdm(todo, desc="ablation trainings", disable=not progress):
+        lc = loss.replace(**cfgs[name])
+        tc = train_cfg.replace(seed=s)
+        r = train_projector(train, val, projector, lc, tc, progress=False)
+        m = retrieval_metrics(
+            r.model.project_array(test.image, "image"),
+            r.model.project_array(test.text, "text"),
+            labels=test.labels,
+            ks=ks,
+        )
+        runs.append({"config": name, "seed": s, "best_epoch": r.best_epoch, **{k: m[k] for k in keys}})
+    return pd.DataFrame(runs)
+
+
+def summarize_ablation(runs: pd.DataFrame, keys: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(summary, table)``: mean and std per configuration (MultiIndex columns) and the "mean ± std" text."""
+    summary = runs.groupby("config", sort=False)[list(keys)].agg(["mean", "std"])
+    table = pd.DataFrame(
+        {
+            k: [
+                f"{summary.loc[c, (k, 'mean')]:.3f} ± {summary.loc[c, (k, 'std')]:.3f}" for c in summary.index
+            ]
+            for k in keys
+        },
+        index=summary.index,
+    )
+    return summary, table
+
+
+def ablation_vs_backbone(
+    summary: pd.DataFrame, base: Mapping[str, float], keys: Sequence[str], backbone: str
+) -> tuple[pd.DataFrame, list[str]]:
+    """Seed means minus the untuned backbone, and the lines that say where each configuration falls below it."""
+    means = summary.xs("mean", axis=1, level=1)
+    vs_base = means - pd.Series({k: base[k] for k in keys})
+    lines = []
+    for name in means.index:
+        below = [f"{k} ({means.loc[name, k]:.3f} vs {base[k]:.3f})" for k in keys if vs_base.loc[name, k] < 0]
+        lines.append(
+            f"{name:>14}: below the untuned {backbone} on {', '.join(below) if below else 'no column'}"
+        )
+    best = vs_base.mean(axis=1).idxmax()
+    wins = int((means.loc["all three"] > means.loc["CLIP + SupCon"]).sum())
+    lines.append(
+        f"highest mean change over these columns: {best}; 'all three' beats 'CLIP + SupCon' on "
+        f"{wins} of {len(keys)} columns"
+    )
+    return vs_base.rename(columns=lambda k: f"{k} - {backbone}"), lines
+
+
+def pick_threshold(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The logit cut that maximises accuracy on ``(logits, labels)`` (a validation split); ties: the lowest.
+
+    The logits of a classifier on unit vectors are small, so 0 is not a sensible cut.
+    """
+    cands = np.unique(logits)
+    return cands[np.argmax([np.mean((logits >= c) == labels) for c in cands])]
+
+
+def classifier_summary(
+    logits_val: np.ndarray, labels_val: np.ndarray, logits_test: np.ndarray, labels_test: np.ndarray
+) -> dict[str, float]:
+    """AUC and accuracy (at the validation-chosen threshold) on test, and the majority-class rate."""
+    from sklearn.metrics import roc_auc_score
+
+    thr = pick_threshold(logits_val, labels_val)
+    return {
+        "auc": float(roc_auc_score(labels_test, logits_test)),
+        "accuracy": float(np.mean((logits_test >= thr) == labels_test)),
+        "threshold": float(thr),
+        "majority": float(max(labels_test.mean(), 1 - labels_test.mean())),
+    }
