@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -789,6 +790,16 @@ def build_settings(values: Mapping[str, Any], profile: str = "demo", source: str
         except ConfigError as exc:
             problems.append(str(exc))
             built[section] = None
+    if built.get("train") is not None:
+        # the early-stopping monitor reads validation metrics at the cut-offs eval.ks computes
+        ks = set(built["train"].eval_ks)
+        for key in built["train"].monitor:
+            m = re.search(r"@(\d+)", key)
+            if m and int(m.group(1)) not in ks:
+                problems.append(
+                    f"train.monitor key {key!r} needs K={m.group(1)} in eval.ks (now {sorted(ks)}): add it to "
+                    "eval.ks or monitor another key"
+                )
     if problems:
         raise ConfigError(f"{source}: " + f"\n{source}: ".join(problems))
     return Settings(profile=profile, **built)

@@ -238,6 +238,19 @@ def _looks_like_float(text: str) -> bool:
     return True
 
 
+def _setting_fields() -> dict[str, list[str]]:
+    """Field name -> the settings sections that declare it (for the "write section.field" hint)."""
+    import dataclasses
+
+    from cxrlib.config import SECTIONS
+
+    out: dict[str, list[str]] = {}
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            out.setdefault(f.name, []).append(section)
+    return out
+
+
 def check_parameters(params: dict, notebooks: list[NotebookInfo], source: str) -> None:
     """Every name in ``params`` must be declared by some notebook, with a value of the default's type."""
     declared: dict[str, tuple[str, object]] = {}
@@ -249,6 +262,9 @@ def check_parameters(params: dict, notebooks: list[NotebookInfo], source: str) -
         if k not in declared:
             close = difflib.get_close_matches(str(k), list(declared), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            fields = _setting_fields().get(str(k))
+            if fields:
+                hint = f" (it is a setting: write {' or '.join(f'{s}.{k}' for s in fields)}=...)"
             problems.append(f"{source}: parameter {k!r} is not declared by any notebook{hint}")
         elif not _type_ok(declared[k][1], v):
             nb, default = declared[k]

@@ -379,7 +379,7 @@ def test_param_of_wrong_type_is_rejected(fx, tmp_path):
 
 def test_malformed_param_is_rejected(fx, tmp_path):
     err = usage_error(fx, tmp_path, "--profile", "fixture", "--param", "n_rows")
-    assert "--param expects key=value, got 'n_rows'" in err
+    assert "--param expects key=value (e.g. loss.w_bce=0.5), got 'n_rows'" in err
 
 
 def test_unknown_name_in_profile_is_rejected(fx, tmp_path):
@@ -446,3 +446,35 @@ def test_write_summary_without_tables(tmp_path):
     assert "SYNTHETIC" in text  # the demo profile is labelled as synthetic data
     assert "| 01_a | 1.2 |" in text and "seed: 0" in text
     assert "## Figures" not in text
+
+
+# --------------------------------------------------------------------------------------------------------
+# settings (cxrlib.config): checked before the first notebook starts
+# --------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("param", "says"),
+    [
+        ("loss.pos_weight=balanced2", "pos_weight must be None, 'balanced' or a float > 0"),
+        ("projector.cls_on=imagez", "'imagez' is not accepted (did you mean 'image'?). Accepted: 'both'"),
+        ("viz.methods=[tsne,pca2]", "'pca2' is not accepted"),
+        ("eval.split=tset", "eval.split = 'tset'"),
+        ("lossy.w_bce=1", "unknown section 'lossy'"),
+        ("pos_weight=1.5", "it is a setting: write loss.pos_weight=..."),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_runs(fx, tmp_path, param, says):
+    err = usage_error(fx, tmp_path, "--profile", "fixture", "--param", param)
+    assert says in err
+
+
+def test_a_profile_section_with_a_bad_value_is_refused(fx, tmp_path):
+    (fx.profiles / "badsettings.yaml").write_text("train:\n  epochs: many  # not a number\n")
+    err = usage_error(fx, tmp_path, "--profile", "badsettings")
+    assert "profiles/badsettings.yaml: train.epochs = 'many' (str): expected int" in err
+
+
+def test_setting_overrides_reach_notebooks_that_declare_overrides(tmp_path):
+    from cxrlib.profiles import split_settings
+
+    settings, params = split_settings({"loss.w_bce": 0.5, "train": {"epochs": 3}, "n_rows": 2})
+    assert settings == {"loss": {"w_bce": 0.5}, "train": {"epochs": 3}} and params == {"n_rows": 2}

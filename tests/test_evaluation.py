@@ -1,0 +1,157 @@
+"""cxrlib.evaluation: the comparison steps of notebooks 02 and 03, on small constructed inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxrlib.config import LossConfig, ProjectorConfig, TrainConfig
+from cxrlib.embeddings import Embeddings
+from cxrlib.evaluation import (
+    ablation_configs,
+    ablation_vs_backbone,
+    classifier_summary,
+    compare_two,
+    compare_with_chance,
+    embedding_sets,
+    evaluate_spaces,
+    pick_threshold,
+    run_loss_ablation,
+    summarize_ablation,
+    table_keys,
+    verdict_lines,
+    verdict_table,
+)
+from cxrlib.metrics import retrieval_metrics
+
+
+def _rows(n: int = 40, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "image_id": [f"i{k:03d}" for k in range(n)],
+            "patient_id": [f"p{k // 2:03d}" for k in range(n)],
+            "label": rng.integers(0, 2, n),
+            "split": np.array(["train", "val", "test", "test"])[np.arange(n) % 4],
+        }
+    )
+
+
+def _space(rows: pd.DataFrame, dim: int = 8, seed: int = 0) -> Embeddings:
+    rng = np.random.default_rng(seed)
+    img = rng.normal(size=(len(rows), dim)).astype(np.float32)
+    txt = (img + 0.5 * rng.normal(size=img.shape)).astype(np.float32)
+    img /= np.linalg.norm(img, axis=1, keepdims=True)
+    txt /= np.linalg.norm(txt, axis=1, keepdims=True)
+    return Embeddings(img, txt, rows["image_id"].to_numpy(), {})
+
+
+def test_table_keys():
+    assert table_keys([1, 5]) == [
+        "i2t_R@1",
+        "i2t_R@5",
+        "t2i_R@1",
+        "t2i_R@5",
+        "i2t_P@5_label",
+        "t2i_P@5_label",
+        "i2t_mAP@5_label",
+        "t2i_mAP@5_label",
+    ]
+
+
+def test_embedding_sets_follow_the_manifest_rows():
+    rows = _rows()
+    space = _space(rows)
+    train, test = embedding_sets(rows, space, ("train", "test"))
+    part = rows[rows["split"] == "test"]
+    assert len(test) == len(part) and np.array_equal(test.labels, part["label"].to_numpy())
+    assert np.array_equal(test.image, space.select(part["image_id"]).image)
+    assert len(train) == (rows["split"] == "train").sum()
+
+
+def test_evaluate_spaces_equals_retrieval_metrics_on_the_rows():
+    rows = _rows()
+    part = rows[rows["split"] == "test"].reset_index(drop=True)
+    space = _space(rows)
+    got = evaluate_spaces({"a": space}, part, [1, 5], n_boot=10, seed=3)["a"]
+    e = space.select(part["image_id"])
+    want = retrieval_metrics(
+        e.image,
+        e.text,
+        labels=part["label"].to_numpy(),
+        ks=[1, 5],
+        patient_ids=part["patient_id"].to_numpy(),
+        n_boot=10,
+        seed=3,
+    )
+    assert got == want
+
+
+RESULTS = {
+    "base": {"m1": 0.50, "m1_lo": 0.45, "m1_hi": 0.55, "m2": 0.50, "m2_lo": 0.40, "m2_hi": 0.60, "m3": 0.5},
+    "tuned": {"m1": 0.70, "m1_lo": 0.60, "m1_hi": 0.80, "m2": 0.55, "m2_lo": 0.45, "m2_hi": 0.65, "m3": 0.4},
+}
+
+
+def test_verdict_sorts_each_metric_into_one_group():
+    v = verdict_table(RESULTS, "base", "tuned", ["m1", "m2", "m3"])
+    assert v.loc["m1", "head better?"] == "yes" and v.loc["m1", "CIs separate?"] == "yes"
+    assert v.loc["m2", "head better?"] == "yes" and v.loc["m2", "CIs separate?"] == "no"
+    assert v.loc["m3", "head better?"] == "NO" and v.loc["m3", "change"] == pytest.approx(-0.1)
+    lines = verdict_lines(v, "the head")
+    assert lines == [
+        "the head is better, and the 95 % CIs separate: m1",
+        "the head is better, but within the CIs (not shown to be a real gain): m2",
+        "the head is NOT better than its backbone: m3",
+    ]
+
+
+def test_compare_two_and_with_chance():
+    lines = compare_two(RESULTS, "base", "tuned", ["m1", "m2", "m3"])
+    assert "higher (CIs do not overlap)" in lines[0] and "higher (CIs overlap)" in lines[1]
+    assert lines[2].endswith("not higher")
+    res = {"x": {"i2t_R@5": 0.3, "t2i_R@5": 0.2, "i2t_P@5_label": 0.7, "t2i_P@5_label": 0.6}}
+    chance = {"i2t_R@5": 0.1, "t2i_R@5": 0.1, "i2t_P@5_label": 0.5, "t2i_P@5_label": 0.5}
+    assert compare_with_chance(res, chance, 5)[0].count("vs chance") == 4
+
+
+def test_pick_threshold_is_the_best_accuracy_cut():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=60)
+    labels = (logits + 0.8 * rng.normal(size=60) > 0).astype(int)
+    thr = pick_threshold(logits, labels)
+    best = max(np.mean((logits >= c) == labels) for c in logits)
+    assert np.mean((logits >= thr) == labels) == best
+    s = classifier_summary(logits, labels, logits, labels)
+    from sklearn.metrics import roc_auc_score
+
+    assert s["auc"] == roc_auc_score(labels, logits) and s["accuracy"] == best
+
+
+def test_ablation_runs_summary_and_comparison_with_the_backbone():
+    rows = _rows(80)
+    train, val, test = embedding_sets(rows, _space(rows), ("train", "val", "test"))
+    keys = ["i2t_R@5", "t2i_R@5"]
+    runs = run_loss_ablation(
+        train,
+        val,
+        test,
+        ProjectorConfig(in_dim=8, out_dim=8, hidden_dim=8, depth=1),
+        LossConfig(),
+        TrainConfig(epochs=1, batch_size=8, patience=None, eval_ks=(1, 5, 10)),
+        seeds=[0, 1],
+        keys=keys,
+        ks=[1, 5],
+        progress=False,
+    )
+    assert list(runs["config"].unique()) == list(ablation_configs(LossConfig()))
+    assert len(runs) == 8 and set(keys) <= set(runs.columns)
+    summary, table = summarize_ablation(runs, keys)
+    m = runs[runs["config"] == "CLIP only"]["i2t_R@5"]
+    assert summary.loc["CLIP only", ("i2t_R@5", "mean")] == m.mean()
+    assert table.loc["CLIP only", "i2t_R@5"] == f"{m.mean():.3f} ± {m.std():.3f}"
+    base = {"i2t_R@5": 2.0, "t2i_R@5": -1.0}  # above every mean / below every mean
+    vs, lines = ablation_vs_backbone(summary, base, keys, "bb")
+    assert (vs["i2t_R@5 - bb"] < 0).all() and (vs["t2i_R@5 - bb"] > 0).all()
+    assert all("i2t_R@5" in line and "t2i_R@5" not in line for line in lines[:4])
