@@ -81,11 +81,14 @@ def time_render(renderer, studies: list, encode: bool) -> float:
 
 
 def time_corpus(n_patients: int, size: int, seed: int) -> tuple[float, int]:
+    from cxrlib.config import PhantomConfig
     from cxrlib.data.phantom import generate_corpus
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        df = generate_corpus(tmp, n_patients=n_patients, seed=seed, image_size=size, progress=False)
+        df = generate_corpus(
+            tmp, PhantomConfig(n_patients=n_patients), seed=seed, image_size=size, progress=False
+        )
         return time.perf_counter() - t0, len(df)
 
 

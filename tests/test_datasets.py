@@ -100,7 +100,7 @@ def test_phantom_end_to_end(tmp_path: Path) -> None:
         np.testing.assert_array_equal(img, np.asarray(Image.open(path)))
 
     # the corpus itself lives under work/phantom, with its parameter stamp; nothing is written elsewhere
-    assert json.loads((work / "phantom" / "corpus.json").read_text())["n_patients"] == N_PATIENTS
+    assert json.loads((work / "phantom" / "corpus.json").read_text())["phantom"]["n_patients"] == N_PATIENTS
     assert all(Path(p).is_relative_to(work / "phantom" / "images") for p in df["image_path"])
 
 
@@ -157,7 +157,7 @@ def test_interrupted_generation_never_leaves_a_stale_stamp(
     victim = Path(first.manifest["image_path"].iloc[0])
     original = victim.read_bytes()
 
-    def dies_half_way(out_dir, **kw):
+    def dies_half_way(out_dir, cfg, **kw):
         Image.fromarray(np.zeros((SIZE, SIZE), np.uint8), mode="L").save(victim)  # a new image, same name
         raise KeyboardInterrupt
 

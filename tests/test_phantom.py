@@ -7,6 +7,7 @@ determinism and parameter tests make their own tiny corpora.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from dataclasses import replace
@@ -22,7 +23,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from cxrlib.config import PhantomConfig  # noqa: E402
+from cxrlib.config import ConfigError, PhantomConfig  # noqa: E402
 from cxrlib.data.manifest import join_tags, patient_split, validate_manifest  # noqa: E402
 from cxrlib.data.phantom import (  # noqa: E402
     FINDINGS,
@@ -73,7 +74,7 @@ def load_pixels(df: pd.DataFrame) -> np.ndarray:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
     out = tmp_path_factory.mktemp("phantom")
-    return generate_corpus(out, n_patients=N_PATIENTS, seed=0, image_size=SIZE, progress=False)
+    return generate_corpus(out, PhantomConfig(n_patients=N_PATIENTS), seed=0, image_size=SIZE, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def pixels(corpus: pd.DataFrame) -> np.ndarray:
 # determinism
 # --------------------------------------------------------------------------------------------------
 def _small(out: Path, seed: int) -> pd.DataFrame:
-    return generate_corpus(out, n_patients=12, seed=seed, image_size=48, progress=False)
+    return generate_corpus(out, PhantomConfig(n_patients=12), seed=seed, image_size=48, progress=False)
 
 
 def _comparable(df: pd.DataFrame) -> pd.DataFrame:
@@ -223,7 +224,11 @@ def test_report_noise_flags_only_subtle_findings(tmp_path: Path, corpus: pd.Data
     assert ((corpus["missed_finding"] != "") == corpus["report_noise"]).all()
 
     always = generate_corpus(
-        tmp_path / "all", n_patients=60, seed=2, image_size=32, report_noise=1.0, progress=False
+        tmp_path / "all",
+        PhantomConfig(n_patients=60, report_noise=1.0),
+        seed=2,
+        image_size=32,
+        progress=False,
     )
     el = eligible(always)
     assert el.sum() > 10
@@ -235,7 +240,11 @@ def test_report_noise_flags_only_subtle_findings(tmp_path: Path, corpus: pd.Data
         assert miss not in mentions(row["text"])[0], row["text"]
 
     never = generate_corpus(
-        tmp_path / "none", n_patients=60, seed=2, image_size=32, report_noise=0.0, progress=False
+        tmp_path / "none",
+        PhantomConfig(n_patients=60, report_noise=0.0),
+        seed=2,
+        image_size=32,
+        progress=False,
     )
     assert not never["report_noise"].any() and (never["missed_finding"] == "").all()
 
@@ -246,9 +255,28 @@ def test_report_noise_flags_only_subtle_findings(tmp_path: Path, corpus: pd.Data
 def test_normal_prevalence_follows_normal_rate(tmp_path: Path, corpus: pd.DataFrame) -> None:
     assert abs((corpus["label"] == 0).mean() - 0.40) < 0.07
     high = generate_corpus(
-        tmp_path / "high", n_patients=200, seed=3, image_size=32, normal_rate=0.8, progress=False
+        tmp_path / "high",
+        PhantomConfig(n_patients=200, normal_rate=0.8),
+        seed=3,
+        image_size=32,
+        progress=False,
     )
     assert abs((high["label"] == 0).mean() - 0.80) < 0.1
+
+
+def test_subtle_fraction_sets_the_severity_of_first_studies(tmp_path: Path) -> None:
+    """``cfg.subtle_fraction`` reaches the sampler: 1.0 → every finding of a first study is subtle, 0.0 → none."""
+
+    def subtle_share(subtle_fraction: float) -> float:
+        cfg = PhantomConfig(n_patients=60, normal_rate=0.0, subtle_fraction=subtle_fraction)
+        df = generate_corpus(tmp_path / str(subtle_fraction), cfg, seed=4, image_size=32, progress=False)
+        first = [json.loads(d) for d in df.loc[df["study_index"] == 0, "finding_detail"]]
+        flags = [v["severity"] == SUBTLE[k] for d in first for k, v in d.items()]
+        assert len(flags) > 50
+        return float(np.mean(flags))
+
+    assert subtle_share(1.0) == 1.0
+    assert subtle_share(0.0) == 0.0
 
 
 def test_patients_studies_and_pretraining_pool(corpus: pd.DataFrame) -> None:
@@ -407,9 +435,17 @@ def test_render_speed_reports_images_per_second() -> None:
 def test_bad_arguments_raise(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 32"):
         PhantomRenderer(16)
-    with pytest.raises(ValueError, match="n_patients"):
-        generate_corpus(tmp_path, n_patients=0, progress=False)
-    with pytest.raises(ValueError, match="normal_rate"):
-        generate_corpus(tmp_path, n_patients=2, normal_rate=1.5, progress=False)
-    with pytest.raises(ValueError, match="max_studies"):
-        generate_corpus(tmp_path, n_patients=2, max_studies=0, progress=False)
+    with pytest.raises(TypeError, match="PhantomConfig"):
+        generate_corpus(tmp_path, 2, progress=False)  # type: ignore[arg-type]  # the old n_patients argument
+    # the ranges are checked by PhantomConfig itself, before anything is generated
+    for field, bad in (("n_patients", 0), ("normal_rate", 1.5), ("max_studies", 0), ("report_noise", -0.1)):
+        with pytest.raises(ConfigError, match=field):
+            generate_corpus(tmp_path, PhantomConfig(**{field: bad}), progress=False)
+    assert not (tmp_path / "images").exists()
+    assert list(inspect.signature(generate_corpus).parameters) == [
+        "out_dir",
+        "cfg",
+        "seed",
+        "image_size",
+        "progress",
+    ]

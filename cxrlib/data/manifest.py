@@ -51,8 +51,6 @@ __all__ = [
     "manifest_hash",
     "patient_split",
     "join_tags",
-    "split_tags",
-    "multi_hot",
 ]
 
 COLUMNS: dict[str, type] = {
@@ -250,23 +248,6 @@ def manifest_hash(df: pd.DataFrame, columns: Sequence[str] = ("image_id", "text"
 def join_tags(tags: Iterable[str]) -> str:
     """Canonical ``tags`` value: unique, stripped, lower-case, sorted, joined by ``|``."""
     return "|".join(sorted({t.strip().lower() for t in tags if t and t.strip()}))
-
-
-def split_tags(value: str) -> list[str]:
-    return [t for t in value.split("|") if t]
-
-
-def multi_hot(df: pd.DataFrame, vocab: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
-    """(N, V) uint8 multi-hot of the ``tags`` column, and the vocabulary (sorted when not given)."""
-    lists = [split_tags(v) for v in df["tags"]]
-    vocab = list(vocab) if vocab is not None else sorted({t for ts in lists for t in ts})
-    pos = {t: i for i, t in enumerate(vocab)}
-    out = np.zeros((len(lists), len(vocab)), dtype=np.uint8)
-    for i, ts in enumerate(lists):
-        for t in ts:
-            if t in pos:
-                out[i, pos[t]] = 1
-    return out, vocab
 
 
 _OFFICIAL_SPLIT_NAMES = {
