@@ -1,10 +1,9 @@
-"""Tests of cxrlib.metrics against an independent brute-force reference written the obvious way."""
+"""Tests of the retrieval metrics of cxrlib.metrics against the brute-force reference of
+cxrlib.metrics.reference (written the obvious way), scikit-learn and hand-computed cases."""
 
 from __future__ import annotations
 
 import math
-import statistics
-from collections import Counter
 
 import numba
 import numpy as np
@@ -15,91 +14,12 @@ from sklearn.metrics import average_precision_score, top_k_accuracy_score
 from cxrlib.metrics import (
     bootstrap_ci,
     bootstrap_replicates,
+    chance_levels,
+    metrics_table,
     per_query_metrics,
     retrieval_metrics,
 )
-
-
-# ------------------------------------------------------------------------------------------------------
-# the reference: full float64 score matrix (exactly rounded sums), python-level sorting, explicit ties
-# ------------------------------------------------------------------------------------------------------
-def reference_metrics(img, txt, labels=None, ks=(1, 5, 10)):
-    img = np.asarray(img, np.float32).astype(np.float64)
-    txt = np.asarray(txt, np.float32).astype(np.float64)
-    n = img.shape[0]
-    # unique texts by exact equality, in order of first appearance
-    first_of: dict[tuple[float, ...], int] = {}
-    uid = []
-    for row in txt:
-        key = tuple(float(x) for x in row)  # -0.0 == 0.0 and hash alike
-        if key not in first_of:
-            first_of[key] = len(first_of)
-        uid.append(first_of[key])
-    m = len(first_of)
-    U = np.zeros((m, img.shape[1]))
-    for i in range(n):
-        U[uid[i]] = txt[i]
-    # exactly rounded dot products: identical true values give identical floats
-    S = [[math.fsum(a * b for a, b in zip(img[i], U[u], strict=True)) for u in range(m)] for i in range(n)]
-
-    out: dict[str, float] = {}
-    # image -> text
-    i2t_ranks = []
-    for i in range(n):
-        best = S[i][uid[i]]
-        i2t_ranks.append(1 + sum(1 for u in range(m) if u != uid[i] and S[i][u] >= best))
-    # text -> image (one query per unique text; every row gets its text's rank)
-    t2i_rank_of = {}
-    for u in range(m):
-        rel_rows = [i for i in range(n) if uid[i] == u]
-        best = max(S[i][u] for i in rel_rows)
-        t2i_rank_of[u] = 1 + sum(1 for i in range(n) if uid[i] != u and S[i][u] >= best)
-    t2i_ranks = [t2i_rank_of[uid[i]] for i in range(n)]
-    for name, ranks in (("i2t", i2t_ranks), ("t2i", t2i_ranks)):
-        for k in ks:
-            out[f"{name}_R@{k}"] = sum(r <= k for r in ranks) / n
-        out[f"{name}_mean_rank"] = sum(ranks) / n
-        out[f"{name}_median_rank"] = float(statistics.median(ranks))
-        out[f"{name}_MRR"] = sum(1.0 / r for r in ranks) / n
-
-    if labels is not None:
-        labels = [int(x) for x in labels]
-        text_label = {}
-        conflicts = 0
-        for u in range(m):
-            c = Counter(labels[i] for i in range(n) if uid[i] == u)
-            if len(c) > 1:
-                conflicts += 1
-            top = max(c.values())
-            text_label[u] = max(lab for lab, cnt in c.items() if cnt == top)  # tie → larger label
-
-        def p_ap(scored, k):
-            """scored: list of (score, relevant). Pessimistic order: higher score first, irrelevant first."""
-            order = sorted(scored, key=lambda t: (-t[0], t[1]))
-            k = min(k, len(order))
-            rel = [r for _, r in order[:k]]
-            n_rel = sum(r for _, r in scored)
-            p = sum(rel) / k
-            if n_rel == 0:
-                return p, 0.0
-            ap = sum((sum(rel[: j + 1]) / (j + 1)) * rel[j] for j in range(k)) / min(k, n_rel)
-            return p, ap
-
-        for k in ks:
-            ps, aps = [], []
-            for i in range(n):
-                p, ap = p_ap([(S[i][u], text_label[u] == labels[i]) for u in range(m)], k)
-                ps.append(p)
-                aps.append(ap)
-            out[f"i2t_P@{k}_label"] = sum(ps) / n
-            out[f"i2t_mAP@{k}_label"] = sum(aps) / n
-            per_u = {u: p_ap([(S[i][u], labels[i] == text_label[u]) for i in range(n)], k) for u in range(m)}
-            out[f"t2i_P@{k}_label"] = sum(per_u[uid[i]][0] for i in range(n)) / n
-            out[f"t2i_mAP@{k}_label"] = sum(per_u[uid[i]][1] for i in range(n)) / n
-        out["n_text_label_conflicts"] = conflicts
-    out["n_queries"] = n
-    out["n_unique_texts"] = m
-    return out
+from cxrlib.metrics.reference import reference_metrics
 
 
 def assert_same(got: dict, ref: dict) -> None:
@@ -533,8 +453,6 @@ def test_input_errors_are_clear():
 # metrics_table and chance_levels
 # ---------------------------------------------------------------------------------------------------------
 def test_chance_levels_unique_texts_exact():
-    from cxrlib.metrics import chance_levels
-
     rng = np.random.default_rng(3)
     x = rng.normal(size=(50, 8)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -547,8 +465,6 @@ def test_chance_levels_unique_texts_exact():
 
 def test_chance_levels_match_random_rankings():
     """Shared texts: the formula agrees with retrieval_metrics on random image embeddings (Monte Carlo)."""
-    from cxrlib.metrics import chance_levels
-
     rng = np.random.default_rng(1)
     n, d = 200, 32
     labels = rng.integers(0, 2, n)
@@ -572,8 +488,6 @@ def test_chance_levels_match_random_rankings():
 
 
 def test_metrics_table_formats_cis_and_names_missing_keys():
-    from cxrlib.metrics import metrics_table
-
     res = {"a": {"i2t_R@1": 0.12345, "i2t_R@1_lo": 0.1, "i2t_R@1_hi": 0.15}, "b": {"i2t_R@1": 0.5}}
     numbers, text = metrics_table(res, ["i2t_R@1"])
     assert numbers.loc["a", "i2t_R@1"] == 0.123 and numbers.loc["a", "i2t_R@1_hi"] == 0.15

@@ -1,0 +1,72 @@
+r"""Retrieval metrics, their confidence intervals and chance levels, and the cluster scores of a space.
+
+Inputs everywhere are paired embeddings: row ``i`` of ``image_emb`` (N, D) and row ``i`` of ``text_emb``
+(N, D) are one image and the report of its study; ``labels`` (N,) are small integers (0 = normal,
+1 = abnormal); ``patient_ids`` (N,) any hashable values.
+
+Modules (every public name is re-exported here, so ``from cxrlib.metrics import retrieval_metrics`` works):
+
+- :mod:`~cxrlib.metrics.retrieval` — :func:`retrieval_metrics` / :func:`per_query_metrics`: exact, chunked
+  image↔report R@K, ranks, MRR and label P@K / mAP@K (:class:`PerQueryMetrics`, :class:`DirectionMetrics`).
+  Its docstring states the semantics (identical reports are one gallery item, pessimistic ties, AP@K).
+- :mod:`~cxrlib.metrics.bootstrap` — patient-cluster bootstrap CIs (:func:`bootstrap_ci`,
+  :func:`bootstrap_replicates`).
+- :mod:`~cxrlib.metrics.tables` — :func:`metrics_table` (and :data:`TABLE_KEYS`) for several models.
+- :mod:`~cxrlib.metrics.chance` — :func:`chance_levels` of a random ranking under the same counting rules.
+- :mod:`~cxrlib.metrics.clusters` — :func:`cluster_scores` (silhouettes, k-NN accuracy, modality gap),
+  :func:`scores_table`, :func:`knn_loo_predict`, :func:`topk_sorted`.
+- :mod:`~cxrlib.metrics.groups` — the shared grouping rules: :func:`unique_rows` / :func:`unique_strings`
+  (identical reports), :func:`first_appearance`, :func:`majority_labels`, :func:`subsample`.
+- :mod:`~cxrlib.metrics.reference` — :func:`reference_metrics`, a brute-force reference of the retrieval
+  metrics for tests on small inputs.
+- :mod:`~cxrlib.metrics.kernels` — the numba kernels of the fast path (internal, not re-exported), and
+  ``cxrlib.metrics._inputs`` — the input checks shared with :mod:`cxrlib.viz` (internal).
+"""
+
+from __future__ import annotations
+
+from cxrlib.metrics.bootstrap import bootstrap_ci, bootstrap_replicates
+from cxrlib.metrics.chance import chance_levels
+from cxrlib.metrics.clusters import cluster_scores, knn_loo_predict, scores_table, topk_sorted
+from cxrlib.metrics.groups import first_appearance, majority_labels, subsample, unique_rows, unique_strings
+from cxrlib.metrics.reference import reference_metrics
+from cxrlib.metrics.retrieval import (
+    NORM_TOLERANCE,
+    DirectionMetrics,
+    PerQueryMetrics,
+    float32_dot_error_bound,
+    per_query_metrics,
+    retrieval_metrics,
+)
+from cxrlib.metrics.tables import TABLE_KEYS, metrics_table
+
+__all__ = [
+    # retrieval
+    "NORM_TOLERANCE",
+    "DirectionMetrics",
+    "PerQueryMetrics",
+    "retrieval_metrics",
+    "per_query_metrics",
+    "float32_dot_error_bound",
+    # bootstrap
+    "bootstrap_replicates",
+    "bootstrap_ci",
+    # tables
+    "TABLE_KEYS",
+    "metrics_table",
+    # chance
+    "chance_levels",
+    # clusters
+    "topk_sorted",
+    "knn_loo_predict",
+    "cluster_scores",
+    "scores_table",
+    # groups
+    "first_appearance",
+    "unique_rows",
+    "unique_strings",
+    "majority_labels",
+    "subsample",
+    # reference
+    "reference_metrics",
+]
