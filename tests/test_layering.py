@@ -13,7 +13,6 @@ APPLICATION = {
     "cxrlib.notebook",
     "cxrlib.demo_backbone",
     "cxrlib.methodcard",
-    "cxrlib.profiles",
 }
 
 
