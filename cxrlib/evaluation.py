@@ -3,8 +3,9 @@
 - :func:`embedding_sets` — train/val/eval :class:`~cxrlib.training.EmbeddingSet` from registered embeddings;
 - :func:`evaluate_spaces` — retrieval metrics (with patient-bootstrap CIs) of several spaces on one split;
 - :func:`table_keys` — the columns of the result tables (R@K at every K, label P/mAP at the largest K);
-- :func:`compare_two`, :func:`compare_with_chance`, :func:`verdict_table` / :func:`verdict_lines` — what a
-  table says, computed from it (never hand-written);
+- :func:`paired_comparison` / :func:`paired_verdict_lines` — is one space better than another: the paired
+  patient-bootstrap CI of the difference (both are scored on the same queries), per metric;
+  :func:`compare_with_chance` — every space next to chance; what a table says is computed, never hand-written;
 - :func:`ablation_configs`, :func:`run_loss_ablation`, :func:`summarize_ablation`,
   :func:`ablation_vs_backbone` — the loss ablation over seeds;
 - :func:`pick_threshold`, :func:`classifier_summary` — the BCE head as a normal/abnormal classifier.
@@ -19,17 +20,16 @@ import pandas as pd
 
 from cxrlib.config import LossConfig, ProjectorConfig, TrainConfig
 from cxrlib.embeddings import Embeddings
-from cxrlib.metrics import retrieval_metrics
+from cxrlib.metrics import lower_is_better, paired_difference, per_query_metrics, retrieval_metrics
 from cxrlib.training import EmbeddingSet, train_projector
 
 __all__ = [
     "embedding_sets",
     "table_keys",
     "evaluate_spaces",
-    "compare_two",
     "compare_with_chance",
-    "verdict_table",
-    "verdict_lines",
+    "paired_comparison",
+    "paired_verdict_lines",
     "ablation_configs",
     "run_loss_ablation",
     "summarize_ablation",
@@ -84,23 +84,6 @@ def evaluate_spaces(
     return out
 
 
-def _cis_separate(a: Mapping[str, float], b: Mapping[str, float], key: str) -> bool:
-    lo_b, hi_b = b.get(f"{key}_lo", b[key]), b.get(f"{key}_hi", b[key])
-    lo_a, hi_a = a.get(f"{key}_lo", a[key]), a.get(f"{key}_hi", a[key])
-    return lo_b > hi_a or hi_b < lo_a
-
-
-def compare_two(results: Mapping[str, Mapping[str, float]], a: str, b: str, keys: Sequence[str]) -> list[str]:
-    """One line per key: is ``b`` higher than ``a``, and do their 95 % CIs overlap."""
-    lines = []
-    for key in keys:
-        lo_b, hi_a = results[b].get(f"{key}_lo"), results[a].get(f"{key}_hi")
-        sep = "" if lo_b is None else (" (CIs do not overlap)" if lo_b > hi_a else " (CIs overlap)")
-        verdict = "higher" if results[b][key] > results[a][key] else "not higher"
-        lines.append(f"{key:>18}: {b} {results[b][key]:.3f} vs {a} {results[a][key]:.3f} -> {verdict}{sep}")
-    return lines
-
-
 def compare_with_chance(
     results: Mapping[str, Mapping[str, float]], chance: Mapping[str, float], k: int
 ) -> list[str]:
@@ -112,37 +95,70 @@ def compare_with_chance(
     ]
 
 
-def verdict_table(
-    results: Mapping[str, Mapping[str, float]], base: str, tuned: str, keys: Sequence[str]
+def paired_comparison(
+    spaces: Mapping[str, Embeddings],
+    rows: pd.DataFrame,
+    a: str,
+    b: str,
+    ks: Sequence[int],
+    keys: Sequence[str],
+    n_boot: int,
+    seed: int,
+    level: float = 0.95,
 ) -> pd.DataFrame:
-    """Per key: both values, the change, whether ``tuned`` is higher and whether the two CIs separate."""
-    rows = []
-    for key in keys:
-        a, b = results[base][key], results[tuned][key]
-        rows.append(
+    """Is space ``b`` better than space ``a`` on ``rows``? The paired patient-bootstrap test, per metric key.
+
+    Both spaces are scored on the same queries (``rows``, one split of the manifest); each bootstrap replicate
+    resamples the same patients for both (:func:`cxrlib.metrics.paired_difference`). Columns: the two values,
+    ``change`` (b - a), the CI of the change, ``p(not better)`` and ``verdict``: ``better`` when the whole CI of
+    the change is on the improving side of 0, ``worse`` when it is on the other side, else ``no difference
+    shown``. Ranks improve downwards. ``n_boot`` must be >= 1.
+    """
+    if n_boot < 1:
+        raise ValueError("paired_comparison needs n_boot >= 1 (eval.n_boot): the verdict is a bootstrap test")
+    labels = rows["label"].to_numpy()
+    values = {}
+    for name in (a, b):
+        e = spaces[name].select(rows["image_id"])
+        values[name] = per_query_metrics(e.image, e.text, labels=labels, ks=ks).row_values()
+    diff = paired_difference(
+        values[a],
+        values[b],
+        rows["patient_id"].to_numpy(),
+        n_boot=n_boot,
+        seed=seed,
+        level=level,
+        median_keys=[k for k in keys if k.endswith("_median_rank")],
+        keys=keys,
+    )
+    out = []
+    for key, d in diff.items():
+        lo, hi = (-d["hi"], -d["lo"]) if lower_is_better(key) else (d["lo"], d["hi"])
+        verdict = "better" if lo > 0 else ("worse" if hi < 0 else "no difference shown")
+        out.append(
             {
                 "metric": key,
-                base: round(a, 3),
-                tuned: round(b, 3),
-                "change": round(b - a, 3),
-                "head better?": "yes" if b > a else "NO",
-                "CIs separate?": "yes" if _cis_separate(results[base], results[tuned], key) else "no",
+                a: round(d["a"], 3),
+                b: round(d["b"], 3),
+                "change": round(d["diff"], 3),
+                f"{round(100 * level)} % CI of the change": f"[{d['lo']:+.3f}, {d['hi']:+.3f}]",
+                "p(not better)": round(d["p_not_better"], 3),
+                "verdict": verdict,
             }
         )
-    return pd.DataFrame(rows).set_index("metric")
+    return pd.DataFrame(out).set_index("metric")
 
 
-def verdict_lines(verdict: pd.DataFrame, what: str) -> list[str]:
-    """The verdict table in three sentences: better with separate CIs / better within the CIs / not better."""
-    better, sep = verdict["head better?"] == "yes", verdict["CIs separate?"] == "yes"
+def paired_verdict_lines(table: pd.DataFrame, what: str) -> list[str]:
+    """:func:`paired_comparison`'s table in three sentences: better / worse / no difference shown."""
     groups = {
-        "better, and the 95 % CIs separate": better & sep,
-        "better, but within the CIs (not shown to be a real gain)": better & ~sep,
-        "NOT better than its backbone": ~better,
+        "better (the paired 95 % CI of the change excludes 0)": "better",
+        "worse (the paired 95 % CI of the change excludes 0)": "worse",
+        "not shown to differ (the paired 95 % CI of the change includes 0)": "no difference shown",
     }
     out = []
-    for label, mask in groups.items():
-        cols = verdict.index[mask].tolist()
+    for label, v in groups.items():
+        cols = table.index[table["verdict"] == v].tolist()
         out.append(f"{what} is {label}: {', '.join(cols) if cols else 'none'}")
     return out
 

@@ -12,16 +12,15 @@ from cxrlib.evaluation import (
     ablation_configs,
     ablation_vs_backbone,
     classifier_summary,
-    compare_two,
     compare_with_chance,
     embedding_sets,
     evaluate_spaces,
+    paired_comparison,
+    paired_verdict_lines,
     pick_threshold,
     run_loss_ablation,
     summarize_ablation,
     table_keys,
-    verdict_lines,
-    verdict_table,
 )
 from cxrlib.metrics import retrieval_metrics
 
@@ -88,32 +87,29 @@ def test_evaluate_spaces_equals_retrieval_metrics_on_the_rows():
     assert got == want
 
 
-RESULTS = {
-    "base": {"m1": 0.50, "m1_lo": 0.45, "m1_hi": 0.55, "m2": 0.50, "m2_lo": 0.40, "m2_hi": 0.60, "m3": 0.5},
-    "tuned": {"m1": 0.70, "m1_lo": 0.60, "m1_hi": 0.80, "m2": 0.55, "m2_lo": 0.45, "m2_hi": 0.65, "m3": 0.4},
-}
-
-
-def test_verdict_sorts_each_metric_into_one_group():
-    v = verdict_table(RESULTS, "base", "tuned", ["m1", "m2", "m3"])
-    assert v.loc["m1", "head better?"] == "yes" and v.loc["m1", "CIs separate?"] == "yes"
-    assert v.loc["m2", "head better?"] == "yes" and v.loc["m2", "CIs separate?"] == "no"
-    assert v.loc["m3", "head better?"] == "NO" and v.loc["m3", "change"] == pytest.approx(-0.1)
-    lines = verdict_lines(v, "the head")
-    assert lines == [
-        "the head is better, and the 95 % CIs separate: m1",
-        "the head is better, but within the CIs (not shown to be a real gain): m2",
-        "the head is NOT better than its backbone: m3",
-    ]
-
-
-def test_compare_two_and_with_chance():
-    lines = compare_two(RESULTS, "base", "tuned", ["m1", "m2", "m3"])
-    assert "higher (CIs do not overlap)" in lines[0] and "higher (CIs overlap)" in lines[1]
-    assert lines[2].endswith("not higher")
+def test_compare_with_chance():
     res = {"x": {"i2t_R@5": 0.3, "t2i_R@5": 0.2, "i2t_P@5_label": 0.7, "t2i_P@5_label": 0.6}}
     chance = {"i2t_R@5": 0.1, "t2i_R@5": 0.1, "i2t_P@5_label": 0.5, "t2i_P@5_label": 0.5}
     assert compare_with_chance(res, chance, 5)[0].count("vs chance") == 4
+
+
+def test_paired_comparison_finds_a_real_gain_and_no_difference_against_itself():
+    rows = _rows(200, seed=3)
+    good = _space(rows, seed=4)
+    rng = np.random.default_rng(5)
+    noisy_txt = good.text + 1.5 * rng.normal(size=good.text.shape).astype(np.float32)
+    noisy_txt /= np.linalg.norm(noisy_txt, axis=1, keepdims=True)
+    bad = Embeddings(good.image, noisy_txt, good.image_ids, {})
+    keys = ["i2t_R@5", "t2i_R@5", "i2t_median_rank"]
+    table = paired_comparison({"bad": bad, "good": good}, rows, "bad", "good", [1, 5], keys, 200, 0)
+    assert table.loc["i2t_R@5", "verdict"] == "better" and table.loc["i2t_median_rank", "verdict"] == "better"
+    assert table.loc["i2t_R@5", "change"] > 0 > table.loc["i2t_median_rank", "change"]
+    same = paired_comparison({"a": good, "b": good}, rows, "a", "b", [1, 5], keys, 50, 0)
+    assert (same["verdict"] == "no difference shown").all() and (same["change"] == 0).all()
+    lines = paired_verdict_lines(table, "good")
+    assert lines[0].startswith("good is better") and "i2t_R@5" in lines[0]
+    with pytest.raises(ValueError, match="n_boot >= 1"):
+        paired_comparison({"a": good, "b": good}, rows, "a", "b", [1, 5], keys, 0, 0)
 
 
 def test_pick_threshold_is_the_best_accuracy_cut():

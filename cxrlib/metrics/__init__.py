@@ -11,6 +11,8 @@ Modules (every public name is re-exported here, so ``from cxrlib.metrics import 
   Its docstring states the semantics (identical reports are one gallery item, pessimistic ties, AP@K).
 - :mod:`~cxrlib.metrics.bootstrap` — patient-cluster bootstrap CIs (:func:`bootstrap_ci`,
   :func:`bootstrap_replicates`).
+- :mod:`~cxrlib.metrics.paired` — :func:`paired_difference`: the paired patient-bootstrap CI of the
+  difference between two spaces scored on the same queries (the test behind every "better" verdict).
 - :mod:`~cxrlib.metrics.tables` — :func:`metrics_table` (and :data:`TABLE_KEYS`) for several models.
 - :mod:`~cxrlib.metrics.chance` — :func:`chance_levels` of a random ranking under the same counting rules.
 - :mod:`~cxrlib.metrics.clusters` — :func:`cluster_scores` (silhouettes, k-NN accuracy, modality gap),
@@ -29,6 +31,7 @@ from cxrlib.metrics.bootstrap import bootstrap_ci, bootstrap_replicates
 from cxrlib.metrics.chance import chance_levels
 from cxrlib.metrics.clusters import cluster_scores, knn_loo_predict, scores_table, topk_sorted
 from cxrlib.metrics.groups import first_appearance, majority_labels, subsample, unique_rows, unique_strings
+from cxrlib.metrics.paired import lower_is_better, paired_difference
 from cxrlib.metrics.reference import reference_metrics
 from cxrlib.metrics.retrieval import (
     NORM_TOLERANCE,
@@ -41,6 +44,8 @@ from cxrlib.metrics.retrieval import (
 from cxrlib.metrics.tables import TABLE_KEYS, metrics_table
 
 __all__ = [
+    "paired_difference",
+    "lower_is_better",
     # retrieval
     "NORM_TOLERANCE",
     "DirectionMetrics",
