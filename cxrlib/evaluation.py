@@ -4,8 +4,8 @@
 - :func:`evaluate_spaces` — retrieval metrics (with patient-bootstrap CIs) of several spaces on one split;
 - :func:`table_keys` — the columns of the result tables (R@K at every K, label P/mAP at the largest K);
 - :func:`paired_comparison` / :func:`paired_verdict_lines` — is one space better than another: the paired
-  patient-bootstrap CI of the difference (both are scored on the same queries), per metric;
-  :func:`compare_with_chance` — every space next to chance; what a table says is computed, never hand-written;
+  patient-bootstrap CI of the difference (both are scored on the same queries), per metric; :func:`balance_table` — how balanced
+  the two directions are, chance-normalised; :func:`compare_with_chance` — every space next to chance; what a table says is computed, never hand-written;
 - :func:`ablation_configs`, :func:`run_loss_ablation`, :func:`summarize_ablation`,
   :func:`ablation_vs_backbone` — the loss ablation over seeds;
 - :func:`pick_threshold`, :func:`classifier_summary` — the BCE head as a normal/abnormal classifier.
@@ -30,6 +30,7 @@ __all__ = [
     "compare_with_chance",
     "paired_comparison",
     "paired_verdict_lines",
+    "balance_table",
     "ablation_configs",
     "run_loss_ablation",
     "summarize_ablation",
@@ -161,6 +162,35 @@ def paired_verdict_lines(table: pd.DataFrame, what: str) -> list[str]:
         cols = table.index[table["verdict"] == v].tolist()
         out.append(f"{what} is {label}: {', '.join(cols) if cols else 'none'}")
     return out
+
+
+def balance_table(
+    results: Mapping[str, Mapping[str, float]], chance: Mapping[str, float], ks: Sequence[int]
+) -> pd.DataFrame:
+    r"""How balanced image→report and report→image retrieval are, chance-normalised, per space and K.
+
+    The two directions have different chance levels (t2i searches N images for one of a study's images,
+    i2t searches the M distinct reports), so raw R@K is not comparable across them. Each is first put on
+    the scale "0 = chance, 1 = perfect": :math:`	ilde R = (R@K - c) / (1 - c)`, with :math:`c` from
+    :func:`cxrlib.metrics.chance_levels`; the **balance gap** is :math:`	ilde R_{i2t} - 	ilde R_{t2i}`
+    (0 = balanced; positive = image→report is the easier direction). Columns per K: ``i2t_norm@K``,
+    ``t2i_norm@K``, ``gap@K``, plus ``mean |gap|`` over the Ks.
+    """
+    rows = {}
+    for name, res in results.items():
+        row: dict[str, float] = {}
+        gaps = []
+        for k in ks:
+            norm = {}
+            for d in ("i2t", "t2i"):
+                c = chance[f"{d}_R@{k}"]
+                norm[d] = (res[f"{d}_R@{k}"] - c) / (1.0 - c) if c < 1 else float("nan")
+                row[f"{d}_norm@{k}"] = norm[d]
+            row[f"gap@{k}"] = norm["i2t"] - norm["t2i"]
+            gaps.append(abs(row[f"gap@{k}"]))
+        row["mean |gap|"] = float(np.mean(gaps))
+        rows[name] = row
+    return pd.DataFrame(rows).T
 
 
 def ablation_configs(loss: LossConfig) -> dict[str, dict[str, float]]:

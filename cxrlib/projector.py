@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxrlib.config import MODALITIES, ProjectorConfig
+from cxrlib.embeddings import Embeddings
 
 __all__ = ["MultiTaskProjector"]
 
@@ -166,6 +167,17 @@ class MultiTaskProjector(nn.Module):
     def project_array(self, x: np.ndarray, modality: str, batch_size: int = 4096) -> np.ndarray:
         """Project a large ``(N, in_dim)`` array in chunks, eval mode, no autograd → ``(N, out_dim)`` float32."""
         return self._chunked(x, modality, batch_size, logits=False)
+
+    def project_embeddings(self, emb: Embeddings, **meta: object) -> Embeddings:
+        """Both modalities of ``emb`` through the head: a new :class:`~cxrlib.embeddings.Embeddings` with the same
+        image ids and ``emb.meta`` plus ``meta`` (its cache ``key`` cleared: projected spaces are registered,
+        not extracted)."""
+        return Embeddings(
+            self.project_array(emb.image, "image"),
+            self.project_array(emb.text, "text"),
+            emb.image_ids,
+            {**emb.meta, **meta, "key": None},
+        )
 
     def logits_array(self, x: np.ndarray, modality: str, batch_size: int = 4096) -> np.ndarray:
         """Abnormal-vs-normal logits ``(N,)`` float32 for a ``(N, in_dim)`` array (eval mode, chunked)."""

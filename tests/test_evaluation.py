@@ -11,6 +11,7 @@ from cxrlib.embeddings import Embeddings
 from cxrlib.evaluation import (
     ablation_configs,
     ablation_vs_backbone,
+    balance_table,
     classifier_summary,
     compare_with_chance,
     embedding_sets,
@@ -91,6 +92,17 @@ def test_compare_with_chance():
     res = {"x": {"i2t_R@5": 0.3, "t2i_R@5": 0.2, "i2t_P@5_label": 0.7, "t2i_P@5_label": 0.6}}
     chance = {"i2t_R@5": 0.1, "t2i_R@5": 0.1, "i2t_P@5_label": 0.5, "t2i_P@5_label": 0.5}
     assert compare_with_chance(res, chance, 5)[0].count("vs chance") == 4
+
+
+def test_balance_is_the_gap_of_chance_normalised_recalls():
+    res = {"m": {"i2t_R@5": 0.55, "t2i_R@5": 0.40, "i2t_R@10": 0.7, "t2i_R@10": 0.7}}
+    chance = {"i2t_R@5": 0.1, "t2i_R@5": 0.25, "i2t_R@10": 0.2, "t2i_R@10": 0.4}
+    t = balance_table(res, chance, [5, 10])
+    assert t.loc["m", "i2t_norm@5"] == pytest.approx(0.5) and t.loc["m", "t2i_norm@5"] == pytest.approx(0.2)
+    assert t.loc["m", "gap@5"] == pytest.approx(0.3) and t.loc["m", "gap@10"] == pytest.approx(0.625 - 0.5)
+    assert t.loc["m", "mean |gap|"] == pytest.approx((0.3 + 0.125) / 2)
+    perfect = balance_table({"p": {"i2t_R@5": 1.0, "t2i_R@5": 1.0}}, chance, [5])
+    assert perfect.loc["p", "gap@5"] == 0.0
 
 
 def test_paired_comparison_finds_a_real_gain_and_no_difference_against_itself():

@@ -90,7 +90,7 @@ def test_notebooks_are_thin(info):
     """Logic lives in tested library functions: each notebook stays short (code lines, imports included)."""
     code = [c for c in _cells(info) if c["cell_type"] == "code"]
     n_lines = sum(len(_source(c).splitlines()) for c in code)
-    assert n_lines <= 135, f"{info.path.name} has {n_lines} code lines; move logic into cxrlib"
+    assert n_lines <= 140, f"{info.path.name} has {n_lines} code lines; move logic into cxrlib"
 
 
 @pytest.mark.parametrize("profile", ["demo", "paper"])

@@ -146,3 +146,19 @@ def test_config_round_trip_and_unknown_keys() -> None:
     rows = ProjectorConfig.describe()
     assert [r["field"] for r in rows] == list(ProjectorConfig().to_dict())
     assert all(r["why"] and r["source"] for r in rows)
+
+
+def test_project_embeddings_keeps_ids_and_meta_and_clears_the_cache_key():
+    from cxrlib.embeddings import Embeddings
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 8)).astype(np.float32)
+    emb = Embeddings(
+        x, x[::-1].copy(), np.array([f"i{k}" for k in range(5)]), {"key": "abc", "backbone": {"n": 1}}
+    )
+    model = MultiTaskProjector(ProjectorConfig(in_dim=8, out_dim=8, hidden_dim=8, depth=1))
+    out = model.project_embeddings(emb, projector="ckpt")
+    assert np.array_equal(out.image, model.project_array(x, "image"))
+    assert np.array_equal(out.text, model.project_array(x[::-1].copy(), "text"))
+    assert list(out.image_ids) == list(emb.image_ids)
+    assert out.meta == {"key": None, "backbone": {"n": 1}, "projector": "ckpt"}

@@ -11,6 +11,8 @@ Modules (every public name is re-exported here, so ``from cxrlib.metrics import 
   Its docstring states the semantics (identical reports are one gallery item, pessimistic ties, AP@K).
 - :mod:`~cxrlib.metrics.bootstrap` — patient-cluster bootstrap CIs (:func:`bootstrap_ci`,
   :func:`bootstrap_replicates`).
+- :mod:`~cxrlib.metrics.geometry` — collapse diagnostics: :func:`effective_rank`, :func:`alignment` and
+  :func:`uniformity` (Wang & Isola 2020), :func:`label_cosines`, all in :func:`geometry_scores`.
 - :mod:`~cxrlib.metrics.paired` — :func:`paired_difference`: the paired patient-bootstrap CI of the
   difference between two spaces scored on the same queries (the test behind every "better" verdict).
 - :mod:`~cxrlib.metrics.tables` — :func:`metrics_table` (and :data:`TABLE_KEYS`) for several models.
@@ -30,6 +32,7 @@ from __future__ import annotations
 from cxrlib.metrics.bootstrap import bootstrap_ci, bootstrap_replicates
 from cxrlib.metrics.chance import chance_levels
 from cxrlib.metrics.clusters import cluster_scores, knn_loo_predict, scores_table, topk_sorted
+from cxrlib.metrics.geometry import alignment, effective_rank, geometry_scores, label_cosines, uniformity
 from cxrlib.metrics.groups import first_appearance, majority_labels, subsample, unique_rows, unique_strings
 from cxrlib.metrics.paired import lower_is_better, paired_difference
 from cxrlib.metrics.reference import reference_metrics
@@ -44,6 +47,11 @@ from cxrlib.metrics.retrieval import (
 from cxrlib.metrics.tables import TABLE_KEYS, metrics_table
 
 __all__ = [
+    "effective_rank",
+    "alignment",
+    "uniformity",
+    "label_cosines",
+    "geometry_scores",
     "paired_difference",
     "lower_is_better",
     # retrieval
