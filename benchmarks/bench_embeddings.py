@@ -139,12 +139,17 @@ def make_data(workdir: Path, n: int, pool: int, size: int, workers: int):
     """Manifest of ``n`` rows over ``pool`` distinct phantom images (repeated under new ids) and its image cache."""
     import pandas as pd
 
+    from cxrlib.config import PhantomConfig
     from cxrlib.data.images import ImageCache, build_image_cache
     from cxrlib.data.phantom import generate_corpus
 
     pool = max(1, min(pool, n))
     corpus = generate_corpus(
-        workdir / "phantom", n_patients=max(1, math.ceil(pool / 1.6)), seed=0, image_size=size, progress=False
+        workdir / "phantom",
+        PhantomConfig(n_patients=max(1, math.ceil(pool / 1.6))),
+        seed=0,
+        image_size=size,
+        progress=False,
     )
     corpus = corpus.iloc[: min(pool, len(corpus))]
     reps = math.ceil(n / len(corpus))

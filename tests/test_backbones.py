@@ -390,12 +390,17 @@ def _sha(path: Path) -> str:
 
 
 def test_build_demo_backbones_deterministic_and_reused(tmp_path):
+    from cxrlib.config import PhantomConfig
     from cxrlib.data.images import ImageCache, build_image_cache
     from cxrlib.data.phantom import generate_corpus
 
     size = DEMO_MODEL_CFG["vision_cfg"]["image_size"]
     manifest = generate_corpus(
-        tmp_path / "corpus", n_patients=18, seed=3, image_size=size, pretrain_fraction=1.0, progress=False
+        tmp_path / "corpus",
+        PhantomConfig(n_patients=18, pretrain_fraction=1.0),
+        seed=3,
+        image_size=size,
+        progress=False,
     )
     build_image_cache(manifest, tmp_path / "images", size, progress=False)
     cache = ImageCache.open(tmp_path / "images", size)

@@ -18,6 +18,7 @@ import torch
 from safetensors.numpy import save_file
 
 from cxrlib.backbones import load_backbone, save_bundle
+from cxrlib.config import PhantomConfig
 from cxrlib.data.images import ImageCache, build_image_cache
 from cxrlib.data.manifest import manifest_hash
 from cxrlib.data.phantom import generate_corpus
@@ -65,7 +66,9 @@ def world(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:  # module fixtures run before the autouse one above
         mp.setenv("CXR_CACHE_DIR", str(tmp / "cxr_cache"))
         mp.setenv("HF_HUB_OFFLINE", "1")
-        corpus = generate_corpus(tmp / "corpus", n_patients=12, seed=5, image_size=SIZE, progress=False)
+        corpus = generate_corpus(
+            tmp / "corpus", PhantomConfig(n_patients=12), seed=5, image_size=SIZE, progress=False
+        )
         build_image_cache(corpus, tmp / "images", SIZE, progress=False)
         cache = ImageCache.open(tmp / "images", SIZE)
         manifest = corpus.sample(frac=1.0, random_state=0).reset_index(drop=True)  # not the cache's row order
