@@ -75,11 +75,10 @@ class NotebookRun:
         path.write_text(json.dumps(record, indent=2, sort_keys=sort_keys))
         return path
 
-    def save_figure(self, fig: Any, name: str, dpi: int = 120) -> Path:
-        """``figures/<NN>_<name>.png``."""
-        path = self.figures / f"{self.number}_{name}.png"
-        fig.savefig(path, dpi=dpi)
-        return path
+    def save_figure(self, fig: Any, name: str, dpi: int = 120) -> None:
+        """Save ``fig`` as ``figures/<NN>_<name>.png`` (returns nothing, so a notebook cell that ends with it
+        shows the figure and no file path)."""
+        fig.savefig(self.figures / f"{self.number}_{name}.png", dpi=dpi)
 
 
 def start_notebook(
