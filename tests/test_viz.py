@@ -15,32 +15,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from embedding_fixtures import clusters as _clusters  # noqa: E402
+from embedding_fixtures import paired as _paired  # noqa: E402
+from embedding_fixtures import unit as _unit  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from cxrlib import viz  # noqa: E402
 from cxrlib.metrics import metrics_table  # noqa: E402
 from cxrlib.viz.galleries import _BAD, _GOOD  # noqa: E402
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-def _clusters(n: int, d: int, sep: float, seed: int, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Two label clusters around ±sep·e0 plus isotropic noise; returns (unit rows (n, d), labels (n,))."""
-    rng = np.random.default_rng(seed)
-    lab = (np.arange(n) % 2).astype(np.int64)
-    x = rng.normal(scale=noise, size=(n, d))
-    x[:, 0] += np.where(lab == 1, sep, -sep)
-    x[:, 1] += 3.0  # keep away from the origin so that the cosine geometry follows the clusters
-    return _unit(x), lab
-
-
-def _paired(n: int = 60, d: int = 16, sep: float = 3.0, seed: int = 0):
-    img, lab = _clusters(n, d, sep, seed)
-    rng = np.random.default_rng(seed + 1)
-    txt = _unit(img + rng.normal(scale=0.2, size=img.shape))
-    return img, txt, lab
 
 
 @pytest.fixture(autouse=True)
