@@ -20,7 +20,8 @@ __all__ = ["ANONYMISATION_TOKENS", "clean_text", "compose_text", "extract_sectio
 #: Tokens that datasets use to hide identifying words (IU X-ray: "XXXX"; MIMIC-CXR: "___").
 ANONYMISATION_TOKENS: tuple[str, ...] = ("XXXX", "___")
 
-_ANON_RE = re.compile(r"\b(?:X{2,})\b|_{3,}")
+#: A run of 2+ capital X, also hyphen- or slash-joined ("XXXX-XXXX", "XXXX/XXXX"), or 3+ underscores.
+_ANON_RE = re.compile(r"\bX{2,}(?:[-/]X{2,})*\b|_{3,}")
 _SPACE_RE = re.compile(r"\s+")
 _SPACE_BEFORE_PUNCT_RE = re.compile(r"\s+([.,;:!?])")
 _PUNCT_RUN_RE = re.compile(r"[.,;:](?:\s*[.,;:])+")
