@@ -281,6 +281,7 @@ def _load_layout_a(data_dir: Path, reports_dir: Path, acc: Accounting) -> list[_
         )
     views = _projection_views(data_dir)
     reports: list[_Report] = []
+    first_xml: dict[str, str] = {}
     for xml in sorted(reports_dir.glob("*.xml")):
         try:
             rec = parse_report_xml(xml)
@@ -288,6 +289,13 @@ def _load_layout_a(data_dir: Path, reports_dir: Path, acc: Accounting) -> list[_
             acc.rows_in += 1
             acc.drop(R_XML, f"{xml.name} ({type(exc).__name__}: {exc})")
             continue
+        if rec["report_id"] in first_xml:  # two XMLs with one uId: never merged into one study silently
+            n = max(1, len(rec["images"]))
+            acc.rows_in += n
+            first = first_xml[rec["report_id"]]
+            acc.drop(R_DUP_REPORT, f"{xml.name} (uId {rec['report_id']}, first in {first})", n=n)
+            continue
+        first_xml[rec["report_id"]] = xml.name
         rep = _Report(
             report_id=rec["report_id"],
             findings=rec["findings"],
@@ -435,7 +443,7 @@ def load_iu_xray(
         if not majors or majors == ["no indexing"]:
             acc.drop(R_NO_LABEL, rep.report_id, n=n)
             continue
-        label = 0 if majors == ["normal"] else 1
+        label = 0 if set(majors) == {"normal"} else 1  # ["normal", "normal"] (a repeated term) is normal too
         tags = join_tags(t.split("/")[0] for t in majors if t not in ("normal", "no indexing"))
         for img in sorted(rep.images, key=lambda i: i.image_id):
             if img.image_id in seen:

@@ -352,3 +352,33 @@ def test_download_broken_connection_then_resume(tmp_path, served):
 def test_download_http_error(tmp_path, served):
     with pytest.raises(OSError, match="HTTP 404"):
         download(tmp_path / "dl", base_url=served.url, files=("nope.tgz",), progress=False)
+
+
+def test_openi_label_edge_cases_and_a_repeated_uid(tmp_path, openi_folders):
+    """A MeSH major list that repeats "normal" is normal; a second XML with a uId already seen is a counted
+    skip (its rows are not merged into the first study); anonymisation runs leave no stray hyphen."""
+    from conftest import openi_xml, write_image
+
+    xml_dir = openi_folders / "ecgen-radiology"
+    (xml_dir / "20.xml").write_text(
+        openi_xml(
+            20,
+            "Seen on XXXX-XXXX views. Clear lungs.",
+            "Normal chest.",
+            ["normal", "normal"],
+            ["CXR20_IM-0900-1001"],
+        )
+    )
+    dup = openi_xml(20, "Effusion.", "Abnormal.", ["Pleural Effusion"], ["CXR20_IM-0901-1001"])
+    (xml_dir / "20b.xml").write_text(dup)
+    for iid in ("CXR20_IM-0900-1001", "CXR20_IM-0901-1001"):
+        write_image(openi_folders / "NLMCXR_png" / f"{iid}.png")
+    with pytest.warns(UserWarning, match="no view information"):
+        df, acc = load_iu_xray(openi_folders)
+    acc.check()
+    row = df[df["study_id"] == "CXR20"]
+    assert len(row) == 1 and row["label"].iloc[0] == 0 and row["image_id"].iloc[0] == "CXR20_IM-0900-1001"
+    assert "XXXX" not in row["text"].iloc[0] and " - " not in row["text"].iloc[0]
+    assert row["text"].iloc[0].startswith("Seen on views.")
+    assert acc.dropped[iu.R_DUP_REPORT] == 1
+    assert any("20b.xml" in e and "first in 20.xml" in e for e in acc.examples[iu.R_DUP_REPORT])
