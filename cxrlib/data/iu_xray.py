@@ -23,7 +23,8 @@ Rules (the same for both layouts):
   :func:`cxrlib.data.manifest.patient_split`); ``source`` = ``"iu_xray"``.
 - ``image_id``: layout A the ``parentImage`` id (``CXR1_1_IM-0001-3001``); layout B ``CXR`` + the file name
   without ``.dcm.png`` (``1_IM-0001-4001.dcm.png`` → ``CXR1_IM-0001-4001``).
-- label: **normal (0) iff the MeSH major list is exactly ["normal"]** (case-insensitive), else abnormal
+- label: **normal (0) iff every MeSH major term is "normal"** (case-insensitive; ["normal"] or a repeated
+  ["normal", "normal"]), else abnormal
   (1). Reports whose major list is empty or ``No Indexing`` have no usable label and are skipped (counted).
 - tags: the heads (text before the first ``/``) of the major terms, lower-cased, ``normal`` left out,
   joined by :func:`~cxrlib.data.manifest.join_tags`.
@@ -41,8 +42,8 @@ Rules (the same for both layouts):
   without images counting as one row; each dropped row is counted with its reason: unreadable report XML,
   report without images, beyond limit, no findings or impression, no MeSH label, lateral view
   (``frontal_only``), image file missing, duplicate image id (the first occurrence is kept), image without
-  a report (layout B projections whose ``uid`` has no report), duplicate report uid (layout B, a repeated
-  row of ``indiana_reports.csv``; the first is used).
+  a report (layout B projections whose ``uid`` has no report), duplicate report uid (layout A, a second XML
+  with a ``uId`` already seen; layout B, a repeated row of ``indiana_reports.csv``; the first is used).
 """
 
 from __future__ import annotations
