@@ -8,12 +8,13 @@
   the two directions are, chance-normalised; :func:`compare_with_chance` — every space next to chance; what a table says is computed, never hand-written;
 - :func:`ablation_configs`, :func:`run_loss_ablation`, :func:`summarize_ablation`,
   :func:`ablation_vs_backbone` — the loss ablation over seeds;
-- :func:`pick_threshold`, :func:`classifier_summary` — the BCE head as a normal/abnormal classifier.
+- :func:`pick_threshold`, :func:`classifier_summary` — the BCE head as a normal/abnormal classifier;
+- :func:`token_lengths`, :func:`truncation_table` — which reports each backbone's context length cuts, by label.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,8 @@ __all__ = [
     "paired_comparison",
     "paired_verdict_lines",
     "balance_table",
+    "token_lengths",
+    "truncation_table",
     "ablation_configs",
     "run_loss_ablation",
     "summarize_ablation",
@@ -191,6 +194,52 @@ def balance_table(
         row["mean |gap|"] = float(np.mean(gaps))
         rows[name] = row
     return pd.DataFrame(rows).T
+
+
+def token_lengths(
+    tokenizer: Callable, texts: Sequence[str], probe: int = 1024, batch_size: int = 256
+) -> np.ndarray:
+    """Tokens per text as the backbone's own tokenizer counts them, special tokens included, before truncation.
+
+    Works for any open_clip tokenizer (CLIP's BPE, a Hugging Face tokenizer such as BiomedCLIP's): the texts
+    are tokenized with a context of ``probe`` tokens and the non-padding ids (padding id 0) are counted.
+    Returns (len(texts),) int64; a text longer than ``probe`` tokens counts as ``probe``.
+    """
+    out = []
+    for i in range(0, len(texts), batch_size):
+        ids = tokenizer(list(texts[i : i + batch_size]), context_length=probe)
+        out.append(np.asarray((ids != 0).sum(dim=1)))
+    return np.concatenate(out).astype(np.int64) if out else np.zeros(0, dtype=np.int64)
+
+
+def truncation_table(
+    lengths: Mapping[str, np.ndarray], context: Mapping[str, int], labels: np.ndarray
+) -> pd.DataFrame:
+    """Per backbone and label: reports, how many exceed the backbone's context (and are cut), median tokens.
+
+    ``lengths[name]`` are :func:`token_lengths` of the reports (one per row, aligned with ``labels``, 0 = normal,
+    1 = abnormal), ``context[name]`` the backbone's context length. Truncation that differs by label biases
+    a backbone: its abnormal reports lose their last sentences more often than its normal ones.
+    """
+    labels = np.asarray(labels)
+    rows = []
+    for name, n_tok in lengths.items():
+        for label_name, mask in (("normal", labels == 0), ("abnormal", labels == 1), ("all", labels >= 0)):
+            t = n_tok[mask]
+            cut = int((t > context[name]).sum())
+            rows.append(
+                {
+                    "backbone": name,
+                    "context": int(context[name]),
+                    "label": label_name,
+                    "reports": int(mask.sum()),
+                    "truncated": cut,
+                    "% truncated": round(100.0 * cut / max(1, int(mask.sum())), 1),
+                    "median tokens": float(np.median(t)) if t.size else float("nan"),
+                    "max tokens": int(t.max()) if t.size else 0,
+                }
+            )
+    return pd.DataFrame(rows).set_index(["backbone", "label"])
 
 
 def ablation_configs(loss: LossConfig) -> dict[str, dict[str, float]]:

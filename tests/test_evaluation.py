@@ -22,6 +22,8 @@ from cxrlib.evaluation import (
     run_loss_ablation,
     summarize_ablation,
     table_keys,
+    token_lengths,
+    truncation_table,
 )
 from cxrlib.metrics import retrieval_metrics
 
@@ -163,3 +165,21 @@ def test_ablation_runs_summary_and_comparison_with_the_backbone():
     vs, lines = ablation_vs_backbone(summary, base, keys, "bb")
     assert (vs["i2t_R@5 - bb"] < 0).all() and (vs["t2i_R@5 - bb"] > 0).all()
     assert all("i2t_R@5" in line and "t2i_R@5" not in line for line in lines[:4])
+
+
+def test_token_lengths_count_what_the_tokenizer_would_cut():
+    from open_clip.tokenizer import SimpleTokenizer
+
+    tok = SimpleTokenizer()
+    texts = ["No acute cardiopulmonary abnormality.", "word " * 100, ""]
+    n = token_lengths(tok, texts, probe=256, batch_size=2)
+    assert n.tolist() == [len(tok.encode(t)) + 2 for t in texts]  # + start and end tokens
+    assert token_lengths(tok, ["word " * 400], probe=128).tolist() == [128]
+
+
+def test_truncation_table_by_label():
+    lengths = {"clip": np.array([10, 80, 90, 20]), "long": np.array([10, 80, 90, 20])}
+    t = truncation_table(lengths, {"clip": 77, "long": 256}, np.array([0, 1, 1, 0]))
+    assert t.loc[("clip", "abnormal"), "truncated"] == 2 and t.loc[("clip", "normal"), "truncated"] == 0
+    assert t.loc[("clip", "all"), "% truncated"] == 50.0 and t.loc[("long", "all"), "truncated"] == 0
+    assert t.loc[("clip", "abnormal"), "max tokens"] == 90
