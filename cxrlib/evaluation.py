@@ -9,6 +9,7 @@
 - :func:`ablation_configs`, :func:`run_loss_ablation`, :func:`summarize_ablation`,
   :func:`ablation_vs_backbone` — the loss ablation over seeds;
 - :func:`pick_threshold`, :func:`classifier_summary` — the BCE head as a normal/abnormal classifier;
+- :func:`weight_sanity` — do a backbone's weights look trained (logit scale, above chance, bundle record);
 - :func:`token_lengths`, :func:`truncation_table` — which reports each backbone's context length cuts, by label.
 """
 
@@ -32,6 +33,7 @@ __all__ = [
     "paired_comparison",
     "paired_verdict_lines",
     "balance_table",
+    "weight_sanity",
     "token_lengths",
     "truncation_table",
     "ablation_configs",
@@ -194,6 +196,55 @@ def balance_table(
         row["mean |gap|"] = float(np.mean(gaps))
         rows[name] = row
     return pd.DataFrame(rows).T
+
+
+#: exp(logit_scale) of a CLIP model that was never trained: open_clip initialises it at log(1/0.07).
+UNTRAINED_LOGIT_SCALE = 1.0 / 0.07
+
+
+def weight_sanity(
+    results: Mapping[str, Mapping[str, float]],
+    chance: Mapping[str, float],
+    backbone_meta: Mapping[str, Mapping],
+    k: int,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Do the loaded weights look trained? One row per backbone, and a loud warning line for each doubt.
+
+    Checks: the bundle's own record says ``random init``; the logit scale is still open_clip's untrained
+    1/0.07 (pretrained CLIP sits near 100); R@K is not above chance in either direction (the lower end of its
+    95 % CI, or the point value without CIs, at or below the chance level). ``backbone_meta[name]`` is the
+    ``backbone`` record stored with the embeddings (``Embeddings.meta["backbone"]``).
+    """
+    rows, warnings = [], []
+    for name, res in results.items():
+        meta = backbone_meta.get(name) or {}
+        scale = meta.get("logit_scale")
+        random_init = "random" in str((meta.get("bundle") or {}).get("weights", "")).lower()
+        above = {}
+        for d in ("i2t", "t2i"):
+            key = f"{d}_R@{k}"
+            above[d] = res.get(f"{key}_lo", res[key]) > chance[key]
+        untrained_scale = scale is not None and abs(float(scale) - UNTRAINED_LOGIT_SCALE) < 1e-3
+        doubts = []
+        if random_init:
+            doubts.append("its bundle says random init")
+        if untrained_scale:
+            doubts.append(f"its logit scale is open_clip's untrained 1/0.07 = {UNTRAINED_LOGIT_SCALE:.2f}")
+        if not (above["i2t"] or above["t2i"]):
+            doubts.append(f"R@{k} is not above chance in either direction")
+        rows.append(
+            {
+                "backbone": name,
+                "logit scale": None if scale is None else round(float(scale), 2),
+                f"i2t R@{k} above chance": above["i2t"],
+                f"t2i R@{k} above chance": above["t2i"],
+                "random init (bundle)": random_init,
+                "verdict": "looks trained" if not doubts else "CHECK THE WEIGHTS",
+            }
+        )
+        if doubts:
+            warnings.append(f"WARNING: {name}: " + "; ".join(doubts) + " - random or wrong weights?")
+    return pd.DataFrame(rows).set_index("backbone"), warnings
 
 
 def token_lengths(

@@ -24,6 +24,7 @@ from cxrlib.evaluation import (
     table_keys,
     token_lengths,
     truncation_table,
+    weight_sanity,
 )
 from cxrlib.metrics import retrieval_metrics
 
@@ -183,3 +184,29 @@ def test_truncation_table_by_label():
     assert t.loc[("clip", "abnormal"), "truncated"] == 2 and t.loc[("clip", "normal"), "truncated"] == 0
     assert t.loc[("clip", "all"), "% truncated"] == 50.0 and t.loc[("long", "all"), "truncated"] == 0
     assert t.loc[("clip", "abnormal"), "max tokens"] == 90
+
+
+def test_weight_sanity_flags_random_and_untrained_weights():
+    chance = {"i2t_R@10": 0.03, "t2i_R@10": 0.13}
+    results = {
+        "good": {"i2t_R@10": 0.30, "i2t_R@10_lo": 0.26, "t2i_R@10": 0.44, "t2i_R@10_lo": 0.39},
+        "random": {"i2t_R@10": 0.025, "i2t_R@10_lo": 0.01, "t2i_R@10": 0.17, "t2i_R@10_lo": 0.12},
+    }
+    meta = {
+        "good": {"logit_scale": 14.27, "bundle": {"weights": "CLIP-loss pretraining"}},
+        "random": {"logit_scale": 1 / 0.07, "bundle": {"weights": "random init"}},
+    }
+    table, warnings = weight_sanity(results, chance, meta, 10)
+    assert (
+        table.loc["good", "verdict"] == "looks trained"
+        and table.loc["random", "verdict"] == "CHECK THE WEIGHTS"
+    )
+    assert len(warnings) == 1 and warnings[0].startswith("WARNING: random:")
+    assert (
+        "random init" in warnings[0]
+        and "untrained 1/0.07" in warnings[0]
+        and "not above chance" in warnings[0]
+    )
+    # a point value at chance without CIs is flagged too
+    _, w = weight_sanity({"x": {"i2t_R@10": 0.03, "t2i_R@10": 0.13}}, chance, {}, 10)
+    assert w and "not above chance" in w[0]
