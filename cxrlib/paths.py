@@ -8,6 +8,10 @@ Environment overrides (for GPU servers with a scratch disk):
 - ``CXR_CACHE_DIR`` — where manifests, image caches, embeddings and checkpoints go
   (default: ``<repo>/.cache``).
 - ``CXR_DATA_DIR`` — where raw datasets are looked for (default: ``<repo>/data``).
+- ``CXR_RESULTS_DIR`` — where tables, figures and metrics go (default: ``<repo>/results``).
+
+``python -m cxrlib.reproduce --out DIR`` sets ``CXR_RESULTS_DIR=DIR/results`` and ``CXR_CACHE_DIR=DIR/cache``
+for its notebooks: an isolated run (a student's exercise) that never touches ``results/`` or the shared caches.
 """
 
 from __future__ import annotations
@@ -54,8 +58,8 @@ def profile_cache_dir(profile: str, *parts: str) -> Path:
 
 
 def results_dir(profile: str, *parts: str) -> Path:
-    """``<repo>/results/<profile>/...``: tables, figures and metrics that the notebooks write."""
-    return REPO_ROOT.joinpath("results", profile, *parts)
+    """``<repo>/results/<profile>/...`` (or ``$CXR_RESULTS_DIR/<profile>/...``): what the notebooks write."""
+    return _env_dir("CXR_RESULTS_DIR", REPO_ROOT / "results").joinpath(profile, *parts)
 
 
 def notebooks_dir() -> Path:

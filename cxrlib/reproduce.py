@@ -30,7 +30,16 @@ from cxrlib.profiles import (
     split_settings,
 )
 
-__all__ = ["KERNEL_NAME", "RunnerError", "select_notebooks", "check_kernel", "run", "write_summary", "main"]
+__all__ = [
+    "KERNEL_NAME",
+    "RunnerError",
+    "select_notebooks",
+    "check_kernel",
+    "run",
+    "write_summary",
+    "isolate",
+    "main",
+]
 
 #: The Jupyter kernel that `make reproduce` / `make test` register for the project's venv.
 KERNEL_NAME = "cxr-retrieval"
@@ -266,6 +275,23 @@ def write_summary(
     return path
 
 
+def isolate(out: str | Path) -> Path:
+    """Send this process's (and its notebooks' kernels') results and caches under ``out``.
+
+    Sets ``CXR_RESULTS_DIR=<out>/results`` and ``CXR_CACHE_DIR=<out>/cache`` (kernels inherit the environment),
+    so a run for an exercise never overwrites ``results/<profile>/`` or the shared ``.cache/``. Returns the
+    absolute ``out``.
+    """
+    import os
+
+    root = Path(out).expanduser()
+    root = root if root.is_absolute() else Path.cwd() / root
+    root.mkdir(parents=True, exist_ok=True)
+    os.environ["CXR_RESULTS_DIR"] = str(root / "results")
+    os.environ["CXR_CACHE_DIR"] = str(root / "cache")
+    return root
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m cxrlib.reproduce",
@@ -284,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECTION.FIELD=VALUE",
         help="override a setting, e.g. loss.w_bce=0.5 or train.epochs=5 (repeatable; see the README's method card)",
     )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="an isolated run: results and caches under DIR (DIR/results/<profile>, DIR/cache), never results/",
+    )
     p.add_argument("--kernel", default=KERNEL_NAME, help=f"Jupyter kernel name (default {KERNEL_NAME})")
     p.add_argument(
         "--refresh-notebooks",
@@ -291,6 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         help="copy the executed notebooks back into notebooks/ (so the committed notebooks carry these outputs)",
     )
     a = p.parse_args(argv)
+    if a.out:
+        root = isolate(a.out)
+        print(
+            f"isolated run: results in {root / 'results' / a.profile}, caches in {root / 'cache'}", flush=True
+        )
     try:
         run(a.profile, a.start, a.only, a.param, a.kernel, refresh_notebooks=a.refresh_notebooks)
     except ProfileError as exc:

@@ -478,3 +478,15 @@ def test_setting_overrides_reach_notebooks_that_declare_overrides(tmp_path):
 
     settings, params = split_settings({"loss.w_bce": 0.5, "train": {"epochs": 3}, "n_rows": 2})
     assert settings == {"loss": {"w_bce": 0.5}, "train": {"epochs": 3}} and params == {"n_rows": 2}
+
+
+def test_isolated_run_sends_results_and_caches_under_out(tmp_path, monkeypatch):
+    from cxrlib import paths
+    from cxrlib.reproduce import isolate
+
+    for var in ("CXR_RESULTS_DIR", "CXR_CACHE_DIR"):
+        monkeypatch.delenv(var, raising=False)  # restored after the test
+    assert paths.results_dir("demo") == paths.REPO_ROOT / "results" / "demo"
+    root = isolate(tmp_path / "me")
+    assert paths.results_dir("demo", "tables") == root / "results" / "demo" / "tables"
+    assert paths.profile_cache_dir("demo") == root / "cache" / "demo" and root.is_dir()
