@@ -9,6 +9,7 @@
 - :func:`ablation_configs`, :func:`run_loss_ablation`, :func:`summarize_ablation`,
   :func:`ablation_vs_backbone` — the loss ablation over seeds;
 - :func:`pick_threshold`, :func:`classifier_summary` — the BCE head as a normal/abnormal classifier;
+- :func:`text_shortcuts` — how much of the label the report text alone gives away (length, bag of words);
 - :func:`weight_sanity` — do a backbone's weights look trained (logit scale, above chance, bundle record);
 - :func:`token_lengths`, :func:`truncation_table` — which reports each backbone's context length cuts, by label.
 """
@@ -33,6 +34,7 @@ __all__ = [
     "paired_comparison",
     "paired_verdict_lines",
     "balance_table",
+    "text_shortcuts",
     "weight_sanity",
     "token_lengths",
     "truncation_table",
@@ -196,6 +198,38 @@ def balance_table(
         row["mean |gap|"] = float(np.mean(gaps))
         rows[name] = row
     return pd.DataFrame(rows).T
+
+
+def text_shortcuts(
+    train_texts: Sequence[str], train_labels: np.ndarray, test_texts: Sequence[str], test_labels: np.ndarray
+) -> pd.DataFrame:
+    """How well does the report text alone predict normal/abnormal, without any image? Test-split AUCs of
+
+    - ``report length (words)``: the word count as the score (a length shortcut);
+    - ``bag of words``: a logistic regression on word counts (sklearn ``CountVectorizer`` +
+      ``LogisticRegression``) fitted on the train split.
+
+    Near 1.0 means the label can be read off the text — expected when the label is derived from the report (IU
+    X-ray, MIMIC-CXR and the phantom alike); a high length AUC means report length alone gives it away.
+    """
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    words = np.array([len(str(t).split()) for t in test_texts], dtype=float)
+    vec = CountVectorizer(lowercase=True, token_pattern=r"(?u)\b[a-z]{2,}\b")
+    clf = LogisticRegression(max_iter=2000).fit(vec.fit_transform(train_texts), train_labels)
+    bow = clf.predict_proba(vec.transform(test_texts))[:, 1]
+    return pd.DataFrame(
+        {
+            "test AUC": [roc_auc_score(test_labels, words), roc_auc_score(test_labels, bow)],
+            "what it uses": [
+                "the number of words only",
+                f"counts of {len(vec.vocabulary_)} words (train split)",
+            ],
+        },
+        index=pd.Index(["report length (words)", "bag of words"], name="text-only predictor"),
+    )
 
 
 #: exp(logit_scale) of a CLIP model that was never trained: open_clip initialises it at log(1/0.07).

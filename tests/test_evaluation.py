@@ -22,6 +22,7 @@ from cxrlib.evaluation import (
     run_loss_ablation,
     summarize_ablation,
     table_keys,
+    text_shortcuts,
     token_lengths,
     truncation_table,
     weight_sanity,
@@ -210,3 +211,14 @@ def test_weight_sanity_flags_random_and_untrained_weights():
     # a point value at chance without CIs is flagged too
     _, w = weight_sanity({"x": {"i2t_R@10": 0.03, "t2i_R@10": 0.13}}, chance, {}, 10)
     assert w and "not above chance" in w[0]
+
+
+def test_text_shortcuts_find_a_length_shortcut_and_words_that_give_the_label_away():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    texts = [("effusion seen " * (3 + 2 * int(v))) if v else "clear lungs no acute disease" for v in y]
+    t = text_shortcuts(texts[:120], y[:120], texts[120:], y[120:])
+    assert t.loc["bag of words", "test AUC"] == 1.0 and t.loc["report length (words)", "test AUC"] == 1.0
+    same_length = ["effusion present" if v else "lungs clear" for v in y]
+    t2 = text_shortcuts(same_length[:120], y[:120], same_length[120:], y[120:])
+    assert t2.loc["report length (words)", "test AUC"] == 0.5 and t2.loc["bag of words", "test AUC"] == 1.0
