@@ -75,6 +75,19 @@ class NotebookRun:
         path.write_text(json.dumps(record, indent=2, sort_keys=sort_keys))
         return path
 
+    def warn(self, lines: list[str]) -> None:
+        """Print warning lines loudly and record them in ``results/<profile>/warnings/<NN>.txt`` (rewritten by
+        every run of the notebook, removed when there are none), which the runner puts at the top of
+        SUMMARY.md."""
+        path = self.tables.parent / "warnings" / f"{self.number}.txt"
+        if not lines:
+            path.unlink(missing_ok=True)
+            return
+        for line in lines:
+            print(line if line.startswith("WARNING") else f"WARNING: {line}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
+
     def save_figure(self, fig: Any, name: str, dpi: int = 120) -> None:
         """Save ``fig`` as ``figures/<NN>_<name>.png`` (returns nothing, so a notebook cell that ends with it
         shows the figure and no file path)."""

@@ -242,7 +242,8 @@ def _refresh(executed: Path, target: Path) -> None:
 def write_summary(
     profile: str, out_root: Path, timings: dict[str, float], params: dict, settings_diff: dict | None = None
 ) -> Path:
-    """``results/<profile>/SUMMARY.md``: run times, parameters, every table under ``tables/*.md``, figures."""
+    """``results/<profile>/SUMMARY.md``: warnings the notebooks recorded (``warnings/*.txt``), run times,
+    parameters, every table under ``tables/*.md``, figures."""
     lines = [f"# Results summary — profile `{profile}`", ""]
     if profile == "demo":
         lines += [
@@ -250,6 +251,13 @@ def write_summary(
             "trained here, not CLIP or BiomedCLIP. The numbers show that the pipeline works, not clinical performance.",
             "",
         ]
+    warn_dir = out_root / "warnings"
+    warned = sorted(warn_dir.glob("*.txt")) if warn_dir.is_dir() else []
+    if warned:
+        lines += ["## ⚠ Warnings", ""]
+        for f in warned:
+            lines += [f"- notebook {f.stem}: {w}" for w in f.read_text().splitlines() if w.strip()]
+        lines += [""]
     timings_file = out_root / "run_times.json"
     old = json.loads(timings_file.read_text()) if timings_file.exists() else {}
     old.update({k: round(v, 1) for k, v in timings.items()})

@@ -48,3 +48,17 @@ def test_writers_prefix_the_notebook_and_say_synthetic(results_in_tmp):
     assert json.loads((nb.metrics / "02_local-dir__a_b.json").read_text()) == {"k": 1}
     fig = plt.figure()
     assert nb.save_figure(fig, "f") is None and (nb.figures / "02_f.png").stat().st_size > 0
+
+
+def test_warnings_are_printed_recorded_and_cleared(results_in_tmp, capsys):
+    nb = notebook.start_notebook("02", "demo")
+    nb.warn(["WARNING: x looks random"])
+    assert "WARNING: x looks random" in capsys.readouterr().out
+    path = nb.tables.parent / "warnings" / "02.txt"
+    assert path.read_text() == "WARNING: x looks random\n"
+    from cxrlib.reproduce import write_summary
+
+    summary = write_summary("demo", nb.tables.parent, {}, {}).read_text()
+    assert "## ⚠ Warnings" in summary and "- notebook 02: WARNING: x looks random" in summary
+    nb.warn([])
+    assert not path.exists()
