@@ -5,6 +5,7 @@ The library, one module or package per concept:
 - :mod:`cxrlib.config` — every setting, declared once (default, why, source); :mod:`cxrlib.profiles` reads
   ``profiles/*.yaml`` and ``--param``
 - :mod:`cxrlib.paths` — repo-rooted paths (data/, results/, the cache dir)
+- :mod:`cxrlib.cache` — atomic writes under per-process names, checksums, stamps, inter-process locks
 - :mod:`cxrlib.data` — manifest schema, the SYNTHETIC phantom corpus (:mod:`cxrlib.data.phantom`), dataset
   loaders, image cache
 - :mod:`cxrlib.backbones` — open_clip loading (CLIP, BiomedCLIP, ``local-dir:``, the demo bundles)

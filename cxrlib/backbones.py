@@ -22,6 +22,11 @@ name             what loads
 Offline with no cached weights, loading fails with :class:`WeightsUnavailableError`, whose message says how
 to make the weights available. Loading never falls back to random weights: a bundle or hub model whose weights
 file is missing is an error too (open_clip itself would only log a warning and initialise randomly).
+
+Bundles written by :func:`save_bundle` are written atomically (:mod:`cxrlib.cache`) and record the sha256 of
+their weights (``open_clip_model.safetensors.sha256``); loading checks it. A damaged, truncated or empty weights
+file, an unreadable ``open_clip_config.json`` or a config that does not describe the weights raises
+:class:`BundleError` (a :class:`WeightsUnavailableError`) naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -38,6 +43,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cxrlib.cache import (
+    atomic_path,
+    file_lock,
+    sha256_file,
+    verify_checksum,
+    write_checksum,
+    write_json_atomic,
+)
 from cxrlib.paths import cache_dir, resolve
 
 __all__ = [
@@ -46,6 +59,7 @@ __all__ = [
     "DEMO_MODEL_CFG",
     "Backbone",
     "WeightsUnavailableError",
+    "BundleError",
     "load_backbone",
     "backbone_from_model",
     "resolve_spec",
@@ -81,6 +95,22 @@ DEMO_PREPROCESS_CFG: dict = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
 
 class WeightsUnavailableError(RuntimeError):
     """The weights (or a config the model needs) cannot be found offline; the message says how to fix it."""
+
+
+class BundleError(WeightsUnavailableError):
+    """A ``local-dir:`` bundle is damaged or inconsistent; the message names the file and the fix."""
+
+
+def _bundle_fix(name: str, bundle: Path) -> str:
+    if name in DEMO_NAMES:
+        return (
+            f"Delete {bundle} and rerun notebooks/02_baseline_evaluation.ipynb (it rebuilds the demo backbones), "
+            "or call cxrlib.demo_backbone.build_demo_backbones(..., force=True)."
+        )
+    return (
+        "Write the bundle again where its weights are available (cxrlib.backbones.export_bundle / save_bundle, or "
+        "`python -m cxrlib.backbones --export NAME DIR`), or copy it again from its source."
+    )
 
 
 @dataclass
@@ -323,7 +353,19 @@ def load_backbone(name: str, device: str | torch.device = "cpu", precision: str 
                 "open_clip_model.safetensors or open_clip_pytorch_model.bin beside open_clip_config.json); open_clip "
                 "would silently use random weights. Re-export it with cxrlib.backbones.export_bundle."
             )
-        override = _local_text_override(bundle)
+        for w in weights:
+            if verify_checksum(w) is False:
+                raise BundleError(
+                    f"the weights file {w} of the open_clip bundle {bundle} does not match the sha256 recorded "
+                    f"when it was written ({w.stat().st_size} bytes now): it is truncated, damaged or was "
+                    f"replaced. {_bundle_fix(name, bundle)}"
+                )
+        try:
+            override = _local_text_override(bundle)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BundleError(
+                f"{bundle / 'open_clip_config.json'} is not valid JSON ({exc}). {_bundle_fix(name, bundle)}"
+            ) from exc
         if override is not None:
             model_kwargs["text_cfg"] = override
     try:
@@ -339,7 +381,11 @@ def load_backbone(name: str, device: str | torch.device = "cpu", precision: str 
                 **model_kwargs,
             )
             tokenizer = open_clip.get_tokenizer(spec)
-    except (OSError, RuntimeError, ValueError) as exc:
+    except Exception as exc:
+        if spec.startswith("local-dir:"):
+            _raise_bundle_error(name, Path(spec[len("local-dir:") :]), exc)
+        if not isinstance(exc, (OSError, RuntimeError, ValueError)):
+            raise
         msg = str(exc)
         offline_markers = (
             "offline",
@@ -369,6 +415,33 @@ def load_backbone(name: str, device: str | torch.device = "cpu", precision: str 
             info["bundle"] = {k: v for k, v in b.items() if k not in ("history", "architecture")}
     display = spec if not spec.startswith("local-dir:") else f"local-dir:{_display_path(spec)}"
     return backbone_from_model(name, display, model, preprocess, tokenizer, dev, info=info)
+
+
+def _raise_bundle_error(name: str, bundle: Path, exc: Exception) -> None:
+    """Turn a raw error from loading a ``local-dir:`` bundle into a :class:`BundleError` naming the file (if it
+    is one of the bundle faults); otherwise return and let the caller handle ``exc``."""
+    import pickle
+    import zipfile
+
+    from safetensors import SafetensorError
+
+    weights = [p for ext in _WEIGHT_SUFFIXES for p in bundle.glob(f"*{ext}")]
+    shown = ", ".join(f"{w} ({w.stat().st_size} bytes)" for w in weights)
+    msg = str(exc)
+    if isinstance(exc, SafetensorError | EOFError | pickle.UnpicklingError | zipfile.BadZipFile) or (
+        "PytorchStreamReader" in msg
+    ):
+        raise BundleError(
+            f"the weights file of the open_clip bundle {bundle} cannot be read: {shown} is truncated, empty or "
+            f"damaged ({type(exc).__name__}: {msg[:200]}). {_bundle_fix(name, bundle)}"
+        ) from exc
+    if isinstance(exc, RuntimeError) and "Error(s) in loading state_dict" in msg:
+        detail = "; ".join(line.strip() for line in msg.splitlines()[1:4] if line.strip())
+        raise BundleError(
+            f"{bundle / 'open_clip_config.json'} does not describe the architecture of the weights {shown} "
+            f"({detail[:400]}). The config was edited or belongs to other weights: restore the "
+            f"open_clip_config.json the bundle was saved with. {_bundle_fix(name, bundle)}"
+        ) from exc
 
 
 def backbone_from_model(
@@ -436,18 +509,28 @@ def save_bundle(
 ) -> Path:
     """Write an open_clip ``local-dir:`` bundle: ``open_clip_config.json`` + ``open_clip_model.safetensors``.
 
-    ``meta`` (JSON-able) goes to ``cxrlib_bundle.json`` beside them (how the weights were made).
+    ``meta`` (JSON-able) goes to ``cxrlib_bundle.json`` beside them (how the weights were made). Every file is
+    written atomically; the weights' sha256 goes to ``open_clip_model.safetensors.sha256`` (checked by
+    :func:`load_backbone`). Order: an earlier ``cxrlib_bundle.json`` is removed first and the new one written
+    last, so a crash part-way never leaves a meta (or a checksum) that vouches for other weights. Two processes
+    saving into one folder take turns (lock ``open_clip_model.safetensors.lock``).
     """
     from safetensors.torch import save_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    weights = out / "open_clip_model.safetensors"
     cfg = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
-    (out / "open_clip_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "open_clip_model.safetensors"))
-    if meta is not None:
-        (out / "cxrlib_bundle.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    with file_lock(weights):
+        (out / "cxrlib_bundle.json").unlink(missing_ok=True)
+        write_json_atomic(out / "open_clip_config.json", cfg, indent=2, sort_keys=True)
+        with atomic_path(weights) as tmp:
+            save_file(state, str(tmp))
+            digest = sha256_file(tmp)
+        write_checksum(weights, digest)
+        if meta is not None:
+            write_json_atomic(out / "cxrlib_bundle.json", meta, indent=2, sort_keys=True)
     return out
 
 

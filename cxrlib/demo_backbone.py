@@ -20,6 +20,7 @@ from open_clip.loss import ClipLoss
 from tqdm.auto import tqdm
 
 from cxrlib.backbones import DEMO_MODEL_CFG, DEMO_PREPROCESS_CFG, Backbone, demo_bundle_dir, save_bundle
+from cxrlib.cache import file_lock
 from cxrlib.config import DemoBackboneConfig
 from cxrlib.data.manifest import manifest_hash
 from cxrlib.runtime import seed_everything
@@ -74,7 +75,13 @@ def build_demo_backbones(
     Returns:
         ``{"demo": Path, "demo-random": Path, "history": list[dict], "seconds": float, "reused": bool}``.
     """
-    cfg = cfg or DemoBackboneConfig()
+    out = demo_bundle_dir("demo")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(out):  # two runs building the demo backbone at once: the second waits, then reuses
+        return _build(manifest, image_cache, cfg or DemoBackboneConfig(), seed, force, progress)
+
+
+def _build(manifest, image_cache, cfg: DemoBackboneConfig, seed: int, force: bool, progress: bool) -> dict:
     epochs, batch_size, lr = cfg.epochs, cfg.batch_size, cfg.lr
     pool = manifest[manifest["split"] == "pretrain"].reset_index(drop=True)
     if len(pool) < batch_size:

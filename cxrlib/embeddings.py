@@ -16,16 +16,26 @@ backbone:
   fixing the cause recomputes them);
 - every file records the backbone (name, spec, weights checksum) and the manifest hash in its metadata.
 
+Integrity (:mod:`cxrlib.cache`): every file is written atomically under a per-process temporary name. Each
+chunk's sha256 is recorded beside it (``<chunk>.npy.sha256``) and checked on resume; the final file records a
+sha256 of its arrays, ids and meta (header field ``content_sha256``) and is checked on every load. A damaged chunk
+or final file is recomputed with a :class:`~cxrlib.cache.CacheWarning` naming it (:func:`load_embeddings` on its
+own raises :class:`EmbeddingError` naming the file and the fix). Extractions into one cache file hold the lock
+``<file>.lock``: a second run waits for the first and then reuses its result.
+
 NaN or infinite embeddings raise :class:`EmbeddingError` naming the backbone, modality and rows.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import logging
 import re
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +43,20 @@ import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
+
+from cxrlib.cache import (
+    CacheWarning,
+    atomic_path,
+    file_lock,
+    read_checksum,
+    read_stamp,
+    remove_stale_temps,
+    sha256_data,
+    write_bytes_atomic,
+    write_checksum,
+    write_json_atomic,
+    write_stamp,
+)
 
 __all__ = [
     "EmbeddingError",
@@ -47,6 +71,8 @@ __all__ = [
 ]
 
 FORMAT = "cxrlib-embeddings/1"
+
+log = logging.getLogger(__name__)
 
 
 class EmbeddingError(RuntimeError):
@@ -106,43 +132,93 @@ def embeddings_path(out_dir: str | Path, backbone_name: str, key: str) -> Path:
     return Path(out_dir) / f"{_slug(backbone_name)}-{key}.safetensors"
 
 
+def _content_sha256(image: np.ndarray, text: np.ndarray, ids_json: str, meta_json: str) -> str:
+    """sha256 over what a file holds: dtypes, shapes and bytes of both arrays, then the ids and meta JSON."""
+    head = f"{image.dtype.str}{image.shape}|{text.dtype.str}{text.shape}|".encode()
+    return sha256_data(
+        head,
+        np.ascontiguousarray(image),
+        np.ascontiguousarray(text),
+        ids_json.encode(),
+        b"\0",
+        meta_json.encode(),
+    )
+
+
 def save_embeddings(emb: Embeddings, path: str | Path) -> Path:
-    """Write ``emb`` as safetensors (image, text) with ids and meta in the header (no pickle)."""
+    """Write ``emb`` as safetensors (image, text) with ids and meta in the header (no pickle).
+
+    Written atomically (a per-process temporary file renamed into place); the header also records
+    ``content_sha256`` (arrays, ids, meta) that :func:`load_embeddings` checks. The arrays are stored unchanged.
+    """
     from safetensors.numpy import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    meta = {
+    image, text = np.ascontiguousarray(emb.image), np.ascontiguousarray(emb.text)
+    meta_json = json.dumps(emb.meta, sort_keys=True)
+    ids_json = json.dumps(list(map(str, emb.image_ids)))
+    header = {
         "format": FORMAT,
-        "meta": json.dumps(emb.meta, sort_keys=True),
-        "image_ids": json.dumps(list(map(str, emb.image_ids))),
+        "meta": meta_json,
+        "image_ids": ids_json,
+        "content_sha256": _content_sha256(image, text, ids_json, meta_json),
     }
-    save_file(
-        {"image": np.ascontiguousarray(emb.image), "text": np.ascontiguousarray(emb.text)},
-        str(tmp),
-        metadata=meta,
-    )
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file({"image": image, "text": text}, str(tmp), metadata=header)
     return path
 
 
 def load_embeddings(path: str | Path) -> Embeddings:
-    """Read a file written by :func:`save_embeddings`."""
-    from safetensors import safe_open
+    """Read a file written by :func:`save_embeddings` and check it against its recorded ``content_sha256``.
 
+    Raises ``FileNotFoundError`` (absent) or :class:`EmbeddingError` naming the file and the fix when it is not
+    an embeddings file, is truncated or unreadable, or does not match its checksum. Files written before the
+    checksum existed are read without that check.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(
             f"no embeddings at {path}. Run notebooks/02_baseline_evaluation.ipynb first (it extracts and caches them)."
         )
-    with safe_open(str(path), framework="numpy") as f:
-        header = f.metadata() or {}
-        if header.get("format") != FORMAT:
-            raise EmbeddingError(f"{path} is not a {FORMAT} file (format={header.get('format')!r})")
-        image, text = f.get_tensor("image"), f.get_tensor("text")
-    ids = np.asarray(json.loads(header["image_ids"]), dtype=object)
-    return Embeddings(image, text, ids, json.loads(header["meta"]))
+    try:
+        return _read(path)
+    except EmbeddingError as exc:
+        raise EmbeddingError(
+            f"{exc}. Delete it and rerun notebooks/02_baseline_evaluation.ipynb: extract_embeddings recomputes "
+            "a damaged cache file (projected embeddings come from notebooks/03_multitask_finetuning.ipynb)."
+        ) from exc
+
+
+def _read(path: Path) -> Embeddings:
+    """:func:`load_embeddings` without the advice: :class:`EmbeddingError` saying what is wrong with ``path``."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            header = f.metadata() or {}
+            if header.get("format") != FORMAT:
+                raise EmbeddingError(f"{path} is not a {FORMAT} file (format={header.get('format')!r})")
+            image, text = f.get_tensor("image"), f.get_tensor("text")
+        ids_json, meta_json = header["image_ids"], header["meta"]
+        ids = np.asarray(json.loads(ids_json), dtype=object)
+        meta = json.loads(meta_json)
+    except EmbeddingError:
+        raise
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise EmbeddingError(
+            f"the embeddings file {path} is truncated or damaged and cannot be read ({type(exc).__name__}: {exc})"
+        ) from exc
+    want = header.get("content_sha256")
+    if want is not None and _content_sha256(image, text, ids_json, meta_json) != want:
+        raise EmbeddingError(
+            f"the embeddings file {path} does not match the checksum recorded when it was written (damaged or "
+            "modified)"
+        )
+    if len(ids) != len(image) or len(ids) != len(text):
+        raise EmbeddingError(
+            f"the embeddings file {path} holds {len(image)} image / {len(text)} text rows but {len(ids)} ids"
+        )
+    return Embeddings(image, text, ids, meta)
 
 
 def _check_finite(x: np.ndarray, what: str, ids: np.ndarray) -> None:
@@ -171,12 +247,30 @@ class _BatchDataset(torch.utils.data.Dataset):
 
 
 def _load_part(f: Path, shape: tuple[int, int]) -> np.ndarray | None:
-    """A finished chunk from ``.parts/``, or None when absent or not of the expected shape (then recomputed)."""
+    """A finished chunk from ``.parts/``, or None (then recomputed) when absent, without its checksum record,
+    damaged (sha256 differs from the one recorded when it was written: a warning names the file) or not of the
+    expected shape."""
     if not f.exists():
         return None
+    want = read_checksum(f)
+    if want is None:  # written by an older version, or the run stopped between the chunk and its record
+        log.info("recomputing the embedding chunk %s: no checksum recorded for it", f)
+        return None
     try:
-        arr = np.load(f)
-    except (OSError, ValueError):
+        data = f.read_bytes()
+        if sha256_data(data) != want:
+            warnings.warn(
+                f"embedding chunk {f} does not match the checksum recorded when it was written (damaged or "
+                "modified); recomputing it",
+                CacheWarning,
+                stacklevel=3,
+            )
+            return None
+        arr = np.load(io.BytesIO(data))
+    except (OSError, ValueError) as exc:
+        warnings.warn(
+            f"embedding chunk {f} cannot be read ({exc}); recomputing it", CacheWarning, stacklevel=3
+        )
         return None
     if arr.shape != shape or arr.dtype != np.float32:
         return None
@@ -184,27 +278,40 @@ def _load_part(f: Path, shape: tuple[int, int]) -> np.ndarray | None:
 
 
 def _save_part(f: Path, arr: np.ndarray) -> None:
-    """Write a chunk atomically; chunks with NaN/inf are not kept (the run fails later and a rerun recomputes)."""
+    """Write a chunk atomically, then its sha256 record; chunks with NaN/inf are not kept (the run fails later
+    and a rerun recomputes them)."""
     if not np.isfinite(arr).all():
         return
-    tmp = f.with_suffix(".tmp.npy")
-    np.save(tmp, arr)
-    tmp.replace(f)
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    data = buf.getvalue()
+    write_bytes_atomic(f, data)
+    write_checksum(f, sha256_data(data))
 
 
 def _open_parts(parts: Path, layout: dict, force: bool) -> None:
-    """Create ``parts`` or keep it for a resume when its ``layout.json`` matches ``layout``; else start over."""
+    """Create ``parts`` or keep it for a resume when its ``layout.json`` matches ``layout``; else start over.
+
+    Called with the cache's lock held, so no other process is using ``parts``.
+    """
     lay = parts / "layout.json"
     if parts.exists():
-        try:
-            same = json.loads(lay.read_text()) == layout
-        except (OSError, ValueError):
-            same = False
+        same = read_stamp(lay) == layout
         if force or not same:
             shutil.rmtree(parts)
     parts.mkdir(parents=True, exist_ok=True)
     if not lay.exists():
-        lay.write_text(json.dumps(layout, sort_keys=True))
+        write_stamp(lay, layout)
+
+
+def _cached(path: Path) -> tuple[Embeddings | None, str]:
+    """``(embeddings, "")`` from a valid cache file, else ``(None, why)`` (``why`` empty when there is no file)."""
+    if not path.exists():
+        return None, ""
+    try:
+        return _read(path), ""
+    except EmbeddingError as exc:
+        return None, str(exc)
 
 
 def _image_rows(cache, image_ids: list[str]) -> np.ndarray:
@@ -256,11 +363,59 @@ def extract_embeddings(
     use_amp = (dev.type == "cuda") if amp is None else bool(amp and dev.type == "cuda")
     key = embedding_key(record, m_hash, image_cache.content_hash, amp=use_amp)
     path = embeddings_path(out_dir, backbone.name, key)
-    if path.exists() and not force:
-        emb = load_embeddings(path)
-        emb.meta["cache_hit"] = True
-        return emb
+    if not force:
+        emb, _ = _cached(path)  # the common case, without taking the lock
+        if emb is not None:
+            emb.meta["cache_hit"] = True
+            return emb
+    with file_lock(path):  # a concurrent extraction of the same key waits here, then reuses the result
+        if not force:
+            emb, why = _cached(path)
+            if emb is not None:
+                emb.meta["cache_hit"] = True
+                return emb
+            if why:
+                warnings.warn(f"{why}; recomputing it", CacheWarning, stacklevel=2)
+        remove_stale_temps(path)
+        emb = _extract(
+            backbone,
+            manifest,
+            image_cache,
+            path,
+            record=record,
+            m_hash=m_hash,
+            key=key,
+            use_amp=use_amp,
+            batch_size=batch_size,
+            text_batch_size=text_batch_size,
+            num_workers=num_workers,
+            chunk_batches=chunk_batches,
+            force=force,
+            progress=progress,
+        )
+    emb.meta["cache_hit"] = False
+    return emb
 
+
+def _extract(
+    backbone,
+    manifest: pd.DataFrame,
+    image_cache,
+    path: Path,
+    *,
+    record: dict,
+    m_hash: str,
+    key: str,
+    use_amp: bool,
+    batch_size: int,
+    text_batch_size: int,
+    num_workers: int,
+    chunk_batches: int,
+    force: bool,
+    progress: bool,
+) -> Embeddings:
+    """The extraction itself (the caller holds the cache's lock); writes ``path`` and removes ``.parts/``."""
+    dev = backbone.device
     ids = manifest["image_id"].astype(str).to_numpy()
     rows = _image_rows(image_cache, list(ids))
     parts = path.with_name(path.name[: -len(".safetensors")] + ".parts")
@@ -369,7 +524,6 @@ def extract_embeddings(
     emb = Embeddings(image, text, ids.astype(object), meta)
     save_embeddings(emb, path)
     shutil.rmtree(parts, ignore_errors=True)
-    emb.meta["cache_hit"] = False
     return emb
 
 
@@ -395,16 +549,16 @@ def register_embeddings(
             save_embeddings(emb, path)
     path = Path(path)
     index_path = out_dir / INDEX_FILE
-    index = json.loads(index_path.read_text()) if index_path.exists() else {}
-    index[name] = {
-        "file": path.name,
-        "manifest_hash": emb.meta.get("manifest_hash"),
-        "n": len(emb),
-        "backbone": emb.meta.get("backbone", {}).get("weights_id"),
-    }
-    tmp = index_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(index, indent=2, sort_keys=True))
-    tmp.replace(index_path)
+    # read-modify-write under the lock: concurrent registrations must not lose each other's entry
+    with file_lock(index_path):
+        index = json.loads(index_path.read_text()) if index_path.exists() else {}
+        index[name] = {
+            "file": path.name,
+            "manifest_hash": emb.meta.get("manifest_hash"),
+            "n": len(emb),
+            "backbone": emb.meta.get("backbone", {}).get("weights_id"),
+        }
+        write_json_atomic(index_path, index, indent=2, sort_keys=True)
     return path
 
 

@@ -17,7 +17,6 @@ On CPU a run is bit-identical for the same seed, data and thread count (``cxrlib
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -30,6 +29,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from cxrlib.cache import atomic_path, atomic_write, file_lock, sha256_file, write_json_atomic
 from cxrlib.config import LOSS_TERMS, ConfigError, LossConfig, ProjectorConfig, TrainConfig
 from cxrlib.losses import CompositeLoss
 from cxrlib.projector import MultiTaskProjector
@@ -419,14 +419,6 @@ class CheckpointInfo:
     meta: dict[str, Any]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _finite_or_none(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(float(x)) else float(x)
 
@@ -441,10 +433,12 @@ def save_checkpoint(
     """Write ``out_dir/projector.safetensors`` (the state dict) and ``out_dir/config.json`` (the three configs,
     best epoch/monitor, logit scale, torch/cxrlib versions, sha256 of the weights file); with a
     :class:`TrainResult`, also ``out_dir/history.csv``. Returns ``out_dir``.
+
+    Each file is written atomically under a per-process temporary name (:mod:`cxrlib.cache`), the weights
+    before the config that vouches for them, with the lock ``projector.safetensors.lock`` held so that two runs
+    saving into one folder cannot mix their files.
     """
     from safetensors.torch import save_file
-
-    import cxrlib
 
     result = result_or_model if isinstance(result_or_model, TrainResult) else None
     model = result.model if result is not None else result_or_model
@@ -460,13 +454,28 @@ def save_checkpoint(
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     weights = out_dir / WEIGHTS_FILE
-    tmp = weights.with_suffix(".safetensors.tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    tmp.replace(weights)
+    with file_lock(weights):
+        with atomic_path(weights) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "pt"})
+            digest = sha256_file(tmp)
+        _write_checkpoint_config(out_dir, digest, result, projector_cfg, loss_cfg, train_cfg)
+    return out_dir
+
+
+def _write_checkpoint_config(
+    out_dir: Path,
+    digest: str,
+    result: TrainResult | None,
+    projector_cfg: ProjectorConfig,
+    loss_cfg: LossConfig,
+    train_cfg: TrainConfig,
+) -> None:
+    import cxrlib
+
     config = {
         "format": CHECKPOINT_FORMAT,
         "weights_file": WEIGHTS_FILE,
-        "weights_sha256": _sha256(weights),
+        "weights_sha256": digest,
         "projector": projector_cfg.to_dict(),
         "loss": loss_cfg.to_dict(),
         "train": train_cfg.to_dict(),
@@ -477,12 +486,10 @@ def save_checkpoint(
         "torch_version": torch.__version__,
         "cxrlib_version": cxrlib.__version__,
     }
-    tmp = out_dir / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(config, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    tmp.replace(out_dir / CONFIG_FILE)
+    write_json_atomic(out_dir / CONFIG_FILE, config, indent=2, allow_nan=False, newline=True)
     if result is not None:
-        result.history.to_csv(out_dir / "history.csv", index=False)
-    return out_dir
+        with atomic_write(out_dir / "history.csv", "w") as fh:
+            result.history.to_csv(fh, index=False)
 
 
 def load_checkpoint(out_dir: str | Path, device: str = "cpu") -> tuple[MultiTaskProjector, CheckpointInfo]:
@@ -522,11 +529,13 @@ def load_checkpoint(out_dir: str | Path, device: str = "cpu") -> tuple[MultiTask
         )
     except ConfigError as e:
         raise CheckpointError(f"{cfg_path}: {e}") from e
-    digest = _sha256(weights)
+    digest = sha256_file(weights)
     if digest != config["weights_sha256"]:
         raise CheckpointError(
-            f"{weights} does not match {cfg_path}: sha256 {digest} != recorded {config['weights_sha256']}. "
-            "The weights were modified or belong to another run; re-save or re-train the checkpoint."
+            f"{weights} does not match {cfg_path}: sha256 {digest} != recorded {config['weights_sha256']} "
+            f"({weights.stat().st_size} bytes). The weights are truncated, damaged, modified or belong to another "
+            "run; re-save the checkpoint (cxrlib.training.save_checkpoint) or re-train it "
+            "(notebooks/03_multitask_finetuning.ipynb)."
         )
     try:
         tensors = load_file(str(weights), device="cpu")

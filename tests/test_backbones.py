@@ -24,6 +24,7 @@ from PIL import Image
 from cxrlib import backbones
 from cxrlib.backbones import (
     DEMO_MODEL_CFG,
+    BundleError,
     WeightsUnavailableError,
     demo_bundle_dir,
     export_bundle,
@@ -193,6 +194,8 @@ def test_tiny_open_clip_bundle_loads_through_local_dir(tmp_path):
         "cxrlib_bundle.json",
         "open_clip_config.json",
         "open_clip_model.safetensors",
+        "open_clip_model.safetensors.lock",
+        "open_clip_model.safetensors.sha256",  # checked by load_backbone
     ]
     # the path is given relative to the repo root, as a profile would store it
     rel = os.path.relpath(bundle, REPO_ROOT)
@@ -355,6 +358,55 @@ def test_local_dir_errors(tmp_path):
     (no_weights / "open_clip_model.safetensors").unlink()
     with pytest.raises(WeightsUnavailableError, match="no weights file"):
         load_backbone(f"local-dir:{no_weights}")
+
+
+def test_damaged_bundles_name_the_file_and_the_fix(tmp_path):
+    """Fault 6 for bundles: truncated / zero-byte / altered weights and a config that does not fit them."""
+    raw_bundle = save_bundle(tiny_clip(), TINY_CFG, PREPROCESS, tmp_path / "good")
+    raw = (raw_bundle / "open_clip_model.safetensors").read_bytes()
+    flipped = bytearray(raw)
+    flipped[-7] ^= 0x10  # a weight changes, the file still parses: only the checksum can tell
+    cases = {
+        "truncated": raw[: len(raw) // 2],
+        "zero-byte": b"",
+        "altered": bytes(flipped),
+    }
+    for label, content in cases.items():
+        for recorded in (True, False):  # with the checksum save_bundle writes, and a bundle without one
+            if label == "altered" and not recorded:
+                continue  # undetectable without a checksum: that is what the record is for
+            bundle = Path(shutil.copytree(raw_bundle, tmp_path / f"{label}-{recorded}"))
+            weights = bundle / "open_clip_model.safetensors"
+            weights.write_bytes(content)
+            if not recorded:
+                (bundle / "open_clip_model.safetensors.sha256").unlink()
+            with pytest.raises(BundleError) as err:
+                load_backbone(f"local-dir:{bundle}")
+            msg = str(err.value)
+            assert str(weights) in msg and f"{len(content)} bytes" in msg, (label, recorded, msg)
+            assert ("sha256" in msg) if recorded else ("cannot be read" in msg), (label, msg)
+            assert "export_bundle" in msg
+            assert isinstance(err.value, WeightsUnavailableError)
+
+    # a config that does not describe the weights (edited embed_dim): named, with the fix
+    bundle = Path(shutil.copytree(raw_bundle, tmp_path / "edited"))
+    cfg = json.loads((bundle / "open_clip_config.json").read_text())
+    cfg["model_cfg"]["embed_dim"] = 32
+    (bundle / "open_clip_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(BundleError) as err:
+        load_backbone(f"local-dir:{bundle}")
+    msg = str(err.value)
+    assert str(bundle / "open_clip_config.json") in msg and "does not describe" in msg
+    assert "size mismatch" in msg and "restore" in msg
+    (bundle / "open_clip_config.json").write_text('{"model_cfg": ')
+    with pytest.raises(BundleError, match="not valid JSON"):
+        load_backbone(f"local-dir:{bundle}")
+
+    # the demo bundle's fix says how to rebuild it
+    demo = save_bundle(tiny_clip(), TINY_CFG, PREPROCESS, demo_bundle_dir("demo-random"))
+    (demo / "open_clip_model.safetensors").write_bytes(raw[:100])
+    with pytest.raises(BundleError, match="build_demo_backbones"):
+        load_backbone("demo-random")
 
 
 def test_biomedclip_shaped_bundle_without_text_tower_config(tmp_path, biomed):

@@ -8,6 +8,7 @@ shuffled against the cache's row order. Model calls are counted (or made to fail
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 from safetensors.numpy import save_file
 
 from cxrlib.backbones import load_backbone, save_bundle
+from cxrlib.cache import CacheWarning
 from cxrlib.config import PhantomConfig
 from cxrlib.data.images import ImageCache, build_image_cache
 from cxrlib.data.manifest import manifest_hash
@@ -151,7 +153,8 @@ def test_extraction_shapes_normalisation_order_and_texts_once(world, tmp_path, m
     assert meta["images_per_second"] > 0
     path = embeddings_path(tmp_path / "emb", bb.name, meta["key"])
     assert path.is_file()
-    assert sorted(p.name for p in (tmp_path / "emb").iterdir()) == [path.name]  # .parts removed
+    # .parts removed; the (empty) lock file stays: deleting a lock file while others may open it would race
+    assert sorted(p.name for p in (tmp_path / "emb").iterdir()) == [path.name, path.name + ".lock"]
 
 
 def test_cache_hit_and_what_changes_the_key(world, tmp_path, monkeypatch):
@@ -235,7 +238,9 @@ def test_resume_after_interruption(world, tmp_path, monkeypatch):
     parts = _parts(out)
     names = sorted(p.name for p in parts.iterdir())
     n_text_chunks = math.ceil(manifest["text"].nunique() / (KW["text_batch_size"] * KW["chunk_batches"]))
-    assert names == ["image_00000.npy", "layout.json"] + [f"text_{c:05d}.npy" for c in range(n_text_chunks)]
+    chunks = ["image_00000.npy"] + [f"text_{c:05d}.npy" for c in range(n_text_chunks)]
+    # each chunk with its checksum record
+    assert names == sorted(["layout.json", *chunks, *(c + ".sha256" for c in chunks)])
     assert not list(out.glob("*.safetensors"))
 
     images = count(monkeypatch, bb.model, "encode_image")
@@ -271,9 +276,129 @@ def test_resume_with_other_chunking_or_damaged_part_recomputes(world, tmp_path, 
     parts = interrupted(tmp_path / "b")
     np.save(parts / "image_00000.npy", np.zeros((3, D), np.float32))
     images = count(monkeypatch, bb.model, "encode_image")
-    emb = extract_embeddings(bb, manifest, cache, tmp_path / "b", **KW)
+    with pytest.warns(CacheWarning, match="image_00000.npy"):
+        emb = extract_embeddings(bb, manifest, cache, tmp_path / "b", **KW)
     assert images.calls == n_batches(n, KW["batch_size"])
     assert emb.image.tobytes() == ref.image.tobytes()
+
+
+def test_resume_recomputes_a_damaged_part_of_the_right_shape_with_a_warning(world, tmp_path, monkeypatch):
+    """Fault 1: a chunk of the right shape and dtype but wrong values must not reach the final cache."""
+    bb, manifest, cache = world["bb"], world["manifest"], world["cache"]
+    n = len(manifest)
+    ref = extract_embeddings(bb, manifest, cache, tmp_path / "ref", **KW)
+    out = tmp_path / "emb"
+    broken = count(monkeypatch, bb.model, "encode_image", interrupt_on=3)  # chunk 0 and all texts finish
+    with pytest.raises(KeyboardInterrupt):
+        extract_embeddings(bb, manifest, cache, out, **KW)
+    monkeypatch.setattr(bb.model, "encode_image", broken.fn)
+    parts = _parts(out)
+    for name in ("image_00000.npy", "text_00000.npy"):  # well-formed .npy files, same shape and dtype
+        good = np.load(parts / name)
+        np.save(parts / name, np.roll(good, 1, axis=0))
+
+    images = count(monkeypatch, bb.model, "encode_image")
+    texts = count(monkeypatch, bb.model, "encode_text")
+    with pytest.warns(CacheWarning) as caught:
+        emb = extract_embeddings(bb, manifest, cache, out, **KW)
+    msgs = [str(w.message) for w in caught]
+    for name in ("image_00000.npy", "text_00000.npy"):
+        assert any(str(parts / name) in m and "checksum" in m for m in msgs), (name, msgs)
+    assert images.calls == n_batches(n, KW["batch_size"])  # chunk 0 recomputed too
+    assert texts.rows == min(manifest["text"].nunique(), KW["text_batch_size"] * KW["chunk_batches"])
+    assert emb.image.tobytes() == ref.image.tobytes() and emb.text.tobytes() == ref.text.tobytes()
+    assert (
+        load_embeddings(embeddings_path(out, bb.name, emb.meta["key"])).image.tobytes() == ref.image.tobytes()
+    )
+
+
+def test_truncated_or_damaged_final_file_is_recomputed_with_a_warning(world, tmp_path, monkeypatch):
+    """Fault 2: a truncated (or silently altered) final file is named and recomputed, not a raw error forever."""
+    bb, manifest, cache = world["bb"], world["manifest"], world["cache"]
+    out = tmp_path / "emb"
+    first = extract_embeddings(bb, manifest, cache, out, **KW)
+    path = embeddings_path(out, bb.name, first.meta["key"])
+    raw = path.read_bytes()
+
+    path.write_bytes(raw[: len(raw) // 2])  # truncated
+    with pytest.raises(EmbeddingError, match="02_baseline_evaluation") as err:
+        load_embeddings(path)
+    assert str(path) in str(err.value) and "truncated" in str(err.value)
+    with pytest.warns(CacheWarning, match="truncated") as caught:
+        again = extract_embeddings(bb, manifest, cache, out, **KW)
+    assert str(path) in str(caught[0].message)
+    assert again.meta["cache_hit"] is False and again.meta["key"] == first.meta["key"]
+    assert again.image.tobytes() == first.image.tobytes() and again.text.tobytes() == first.text.tobytes()
+    back = load_embeddings(path)  # rewritten: readable, verified, the same arrays (only the timings differ)
+    assert back.image.tobytes() == first.image.tobytes() and back.text.tobytes() == first.text.tobytes()
+    raw = path.read_bytes()
+
+    flipped = bytearray(raw)
+    flipped[-3] ^= 0x01  # the last text value changes; the file still parses
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(EmbeddingError, match="checksum"):
+        load_embeddings(path)
+    with pytest.warns(CacheWarning, match="checksum"):
+        assert extract_embeddings(bb, manifest, cache, out, **KW).meta["cache_hit"] is False
+    assert load_embeddings(path).text.tobytes() == first.text.tobytes()
+    images = count(monkeypatch, bb.model, "encode_image")
+    assert extract_embeddings(bb, manifest, cache, out, **KW).meta["cache_hit"] is True
+    assert images.calls == 0
+
+
+def _extract_in_child(world, out: Path, barrier, results) -> None:
+    """One of two forked processes extracting into ``out`` at the same moment (see the test below)."""
+    import logging
+    import time
+
+    torch.set_num_threads(1)  # as DataLoader workers do after a fork
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    logging.getLogger("cxrlib.cache").addHandler(Keep())
+    bb, real = world["bb"], world["bb"].model.encode_image
+
+    def slow(x, normalize=False):
+        time.sleep(0.1)  # a long critical section, so that the other process arrives while this one runs
+        return real(x, normalize=normalize)
+
+    bb.model.encode_image = slow
+    barrier.wait(timeout=60)
+    emb = extract_embeddings(bb, world["manifest"], world["cache"], out, **KW)
+    digest = hashlib.sha256(emb.image.tobytes() + emb.text.tobytes()).hexdigest()
+    results.put({"hit": emb.meta["cache_hit"], "key": emb.meta["key"], "sha": digest, "log": seen})
+
+
+def test_two_concurrent_extractions_into_one_cache_wait_and_agree(world, tmp_path):
+    """Fault 3: two processes extracting the same key into one folder: one computes, the other waits and reuses."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")  # the children inherit the loaded backbone (no re-import)
+    out = tmp_path / "shared"
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_extract_in_child, args=(world, out, barrier, results)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    got = [results.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert sorted(g["hit"] for g in got) == [False, True]  # computed once, reused once
+    assert got[0]["key"] == got[1]["key"] and got[0]["sha"] == got[1]["sha"]
+    assert any("waiting for another process" in m for g in got for m in g["log"])
+    path = embeddings_path(out, world["bb"].name, got[0]["key"])
+    assert sorted(p.name for p in out.iterdir()) == [
+        path.name,
+        path.name + ".lock",
+    ]  # no temp files, no .parts
+    ref = extract_embeddings(world["bb"], world["manifest"], world["cache"], tmp_path / "ref", **KW)
+    mine = load_embeddings(path)
+    np.testing.assert_allclose(mine.image, ref.image, atol=1e-6)
+    np.testing.assert_allclose(mine.text, ref.text, atol=1e-6)
+    assert list(mine.image_ids) == list(ref.image_ids)
 
 
 def test_nan_image_embeddings_name_the_ids_and_are_not_cached(world, tmp_path, monkeypatch):

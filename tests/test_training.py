@@ -219,3 +219,26 @@ def test_corrupted_or_mismatched_checkpoint_errors(trained, tmp_path) -> None:
         load_checkpoint(out)
     with pytest.raises(ValueError, match="projector_cfg"):
         save_checkpoint(trained.model, ProjectorConfig(), LossConfig(), FAST, tmp_path / "other")
+
+
+def test_truncated_or_empty_checkpoint_weights_name_the_file_and_the_fix(trained, tmp_path) -> None:
+    """Fault 6 for checkpoints: a truncated or zero-byte weights file is a CheckpointError with file and fix."""
+    out = save_checkpoint(trained, PROJ, LossConfig(), FAST, tmp_path / "ckpt")
+    names = sorted(p.name for p in out.iterdir())
+    # no temp files left behind; the lock file stays (deleting it while others may open it would race)
+    assert names == sorted([WEIGHTS_FILE, WEIGHTS_FILE + ".lock", CONFIG_FILE, "history.csv"])
+    raw = (out / WEIGHTS_FILE).read_bytes()
+    for damaged in (raw[: len(raw) // 2], b""):
+        (out / WEIGHTS_FILE).write_bytes(damaged)
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(out)
+        msg = str(err.value)
+        assert str(out / WEIGHTS_FILE) in msg and "truncated" in msg and f"({len(damaged)} bytes)" in msg
+        assert "save_checkpoint" in msg and "03_multitask_finetuning" in msg
+    # saving again (the fix) gives a checkpoint that loads
+    save_checkpoint(trained, PROJ, LossConfig(), FAST, out)
+    model, _ = load_checkpoint(out)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), trained.model.state_dict().values(), strict=True)
+    )

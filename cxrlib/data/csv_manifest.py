@@ -13,12 +13,20 @@ Every column is named explicitly by the caller (see :func:`load_csv`). Rules:
 - ids: ``image_id_col`` (default: the image path as written in the CSV), ``study_col`` (default: the
   image id, one study per image), ``patient_col`` (default: the study id, one patient per study). A
   repeated image id skips the later rows (the first is kept).
+- blank patient ids (with a ``patient_col``): refused by default (``blank_patient="refuse"``): a
+  ``ValueError`` counts and names the rows, since a blank id would make each such image its own patient and
+  let two images of one person land in train and test. ``blank_patient="own_patient"`` accepts them: such a
+  row takes the patient of another row of its study when one names it, else the patient
+  ``"blank-patient:<study id>"`` (one patient per study); both are counted in the accounting
+  (:attr:`~cxrlib.data.manifest.Accounting.noted`).
 - view: ``view_col`` values ``PA``, ``AP``, ``LATERAL``, ``LL``, ``FRONTAL`` (any case; ``Frontal`` and
   ``Lateral`` too); anything else, or no ``view_col``, → ``UNKNOWN``. All views are kept.
 - split: ``split_col`` values ``train``, ``val``/``validate``/``validation``, ``test``, blank; another
   value skips the row. Without ``split_col`` the split is ``""`` (use ``patient_split``).
 - tags: ``tags_col`` split on ``|``, ``;`` or ``,``, then :func:`~cxrlib.data.manifest.join_tags`.
 - skipped rows are counted with their row number (``data row k`` = the k-th row after the header).
+- a file that is not text in ``encoding`` (default UTF-8), has a row with more fields than the header, or is
+  empty raises ``ValueError`` naming the file, the line and the fix.
 """
 
 from __future__ import annotations
@@ -42,6 +50,11 @@ R_MISSING = "image file missing"
 R_DUP = "duplicate image id (first kept)"
 R_SPLIT = "unknown split value"
 R_NO_IMAGE = "empty image path"
+#: Kept rows whose blank patient id was replaced (``blank_patient="own_patient"``), in Accounting.noted.
+N_PATIENT_FROM_STUDY = "blank patient id: patient taken from another row of its study"
+N_OWN_PATIENT = "blank patient id: own patient (one per study)"
+BLANK_PATIENT_PREFIX = "blank-patient:"
+BLANK_PATIENT_RULES: tuple[str, ...] = ("refuse", "own_patient")
 
 _VIEWS = {"pa": "PA", "ap": "AP", "lateral": "LATERAL", "lat": "LATERAL", "ll": "LL", "frontal": "FRONTAL"}
 _SPLITS = {"train": "train", "val": "val", "validate": "val", "validation": "val", "test": "test", "": ""}
@@ -52,6 +65,51 @@ def _norm_label(value: object) -> str:
     if re.fullmatch(r"[+-]?\d+\.0*", s):
         s = s.split(".")[0].lstrip("+")
     return s
+
+
+def _decode_error_where(path: Path, encoding: str) -> str:
+    """Line and byte of the first byte that is not ``encoding`` (pandas reports a position in its buffer)."""
+    data = path.read_bytes()
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        return f"line {line}, byte {e.start} ({data[e.start : e.start + 1]!r})"
+    except LookupError:
+        return ""
+    return ""
+
+
+def _read(path: Path, encoding: str, named: list[str]) -> pd.DataFrame:
+    """``pd.read_csv`` with its raw errors turned into messages that name the file and the fix."""
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{path} is not valid {encoding} text (first bad byte at {_decode_error_where(path, encoding)}). "
+            "Re-save it as UTF-8, or pass the file's encoding to load_csv, e.g. encoding='latin-1' "
+            "(common for spreadsheet exports) or encoding='cp1252'."
+        ) from exc
+    except LookupError as exc:
+        raise ValueError(f"unknown encoding {encoding!r} for {path}: {exc}") from exc
+    except pd.errors.EmptyDataError as exc:
+        raise ValueError(
+            f"{path} is empty (no header row). A CSV for load_csv starts with a header naming its columns "
+            f"(here at least {named}), then one row per image–report pair."
+        ) from exc
+    except pd.errors.ParserError as exc:
+        msg = str(exc).strip()
+        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", msg)
+        where = (
+            f"line {m.group(2)} has {m.group(3)} fields but the header has {m.group(1)}"
+            if m
+            else "the file could not be split into fields"
+        )
+        raise ValueError(
+            f"{path}: {where} ({msg}). A field that contains a comma (a report text, say) must be in double "
+            'quotes ("Heart normal, lungs clear."), and a double quote inside it doubled (""); fix that line '
+            "(or remove the stray comma) and load again."
+        ) from exc
 
 
 def load_csv(
@@ -68,17 +126,24 @@ def load_csv(
     normal_values: Sequence[str] = ("normal", "0", "false", "no"),
     images_root: str | os.PathLike[str] | None = None,
     abnormal_values: Sequence[str] = ("abnormal", "1", "true", "yes"),
+    blank_patient: str = "refuse",
+    encoding: str = "utf-8",
 ) -> tuple[pd.DataFrame, Accounting]:
     """Read a CSV of image–report pairs into a manifest (rules in the module docstring).
 
     ``report_col`` is one column name (a free-text report) or a ``(findings_col, impression_col)`` pair.
     A named column that the CSV lacks raises ``ValueError`` listing the CSV's actual columns.
+    ``blank_patient``: ``"refuse"`` (default: blank ids in ``patient_col`` raise ``ValueError`` naming the rows)
+    or ``"own_patient"`` (see the module docstring). ``encoding``: the file's text encoding.
     Returns ``(manifest, accounting)`` with ``source = "csv"``, rows in CSV order.
     """
+    if blank_patient not in BLANK_PATIENT_RULES:
+        raise ValueError(f"blank_patient must be one of {BLANK_PATIENT_RULES}, got {blank_patient!r}")
     path = resolve(path)
     if not path.is_file():
         raise FileNotFoundError(f"CSV {path} not found (see data/README.md, 'Generic CSV')")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    wanted = [image_col, *([report_col] if isinstance(report_col, str) else list(report_col)), label_col]
+    df = _read(path, encoding, wanted)
     if isinstance(report_col, str):
         text_cols: list[str] = [report_col]
     elif isinstance(report_col, tuple | list) and len(report_col) == 2:
@@ -117,6 +182,7 @@ def load_csv(
     acc = Accounting("csv", rows_in=len(df))
     rows: list[dict] = []
     seen: set[str] = set()
+    blank: list[dict] = []  # kept rows whose patient id is blank
     for k, rec in enumerate(df.to_dict("records"), start=1):
         where = f"data row {k}"
         if len(text_cols) == 1:
@@ -167,7 +233,7 @@ def load_csv(
             acc.drop(R_MISSING, f"{where} ({img})")
             continue
         study = (rec[study_col].strip() if study_col is not None else "") or image_id
-        patient = (rec[patient_col].strip() if patient_col is not None else "") or study
+        patient = rec[patient_col].strip() if patient_col is not None else study
         view = _VIEWS.get(rec[view_col].strip().lower(), "UNKNOWN") if view_col is not None else "UNKNOWN"
         tags = join_tags(re.split(r"[|;,]", rec[tags_col])) if tags_col is not None else ""
         rows.append(
@@ -187,9 +253,41 @@ def load_csv(
                 "csv_row": k,
             }
         )
+        if not patient:
+            blank.append(rows[-1])
+    if blank:
+        _blank_patients(path, patient_col, blank, rows, blank_patient, acc)
     acc.rows_kept = len(rows)
     acc.check()
     if not rows:
         return validate_manifest(empty_manifest()), acc
     out = pd.DataFrame(rows)[[*COLUMNS, "csv_row"]]
     return validate_manifest(out), acc
+
+
+def _blank_patients(
+    path: Path, patient_col: str | None, blank: list[dict], rows: list[dict], rule: str, acc: Accounting
+) -> None:
+    """Refuse (``ValueError`` naming the rows) or fill in the blank patient ids of ``blank`` (in place)."""
+    if rule == "refuse":
+        shown = ", ".join(f"data row {r['csv_row']} (image id {r['image_id']!r})" for r in blank[:5])
+        more = f" and {len(blank) - 5} more" if len(blank) > 5 else ""
+        raise ValueError(
+            f"{path}: {len(blank)} row(s) have a blank patient id in column {patient_col!r}: {shown}{more}. "
+            "Each would become a patient of its own, so two images of one person could land in train and test. "
+            f"Fill in {patient_col!r} for these rows, or pass blank_patient='own_patient' to load_csv to accept "
+            "them (a row then takes the patient of another row of its study, else one patient per study; "
+            "counted in the accounting)."
+        )
+    known: dict[str, str] = {}
+    for r in rows:
+        if r["patient_id"]:
+            known.setdefault(r["study_id"], r["patient_id"])
+    for r in blank:
+        where = f"data row {r['csv_row']} (image id {r['image_id']!r})"
+        if r["study_id"] in known:
+            r["patient_id"] = known[r["study_id"]]
+            acc.note(N_PATIENT_FROM_STUDY, where)
+        else:
+            r["patient_id"] = BLANK_PATIENT_PREFIX + r["study_id"]
+            acc.note(N_OWN_PATIENT, where)

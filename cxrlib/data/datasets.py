@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxrlib.cache import atomic_path, file_lock, read_stamp, write_json_atomic, write_stamp
 from cxrlib.config import DATASETS, DataConfig, PhantomConfig
 from cxrlib.data.manifest import Accounting, patient_split, save_manifest, validate_manifest
 from cxrlib.paths import data_dir as default_data_dir
@@ -45,16 +46,19 @@ def _phantom(work_dir: Path, cfg: PhantomConfig, seed: int, image_size: int, pro
     stamp = out / "corpus.json"
     key = {"phantom": cfg.to_dict(), "seed": int(seed), "image_size": int(image_size), "generator": 2}
     cached = out / "manifest.parquet"
-    if stamp.is_file() and cached.is_file() and json.loads(stamp.read_text()) == key:
-        df = pd.read_parquet(cached)
-        if all(resolve(p).is_file() for p in df["image_path"]):
-            return df
-    # drop the old stamp first: an interrupted run must not leave an old stamp + manifest vouching for
-    # images that the new run has already partly overwritten (same file names, other pixels)
-    stamp.unlink(missing_ok=True)
-    df = generate_corpus(out, cfg, seed=seed, image_size=image_size, progress=progress)
-    df.to_parquet(cached, index=False)
-    stamp.write_text(json.dumps(key))
+    out.mkdir(parents=True, exist_ok=True)
+    with file_lock(stamp):  # two runs of one profile: the second waits, then reuses the first's corpus
+        if read_stamp(stamp) == key and cached.is_file():
+            df = pd.read_parquet(cached)
+            if all(resolve(p).is_file() for p in df["image_path"]):
+                return df
+        # drop the old stamp first: an interrupted run must not leave an old stamp + manifest vouching for
+        # images that the new run has already partly overwritten (same file names, other pixels)
+        stamp.unlink(missing_ok=True)
+        df = generate_corpus(out, cfg, seed=seed, image_size=image_size, progress=progress)
+        with atomic_path(cached) as tmp:
+            df.to_parquet(tmp, index=False)
+        write_stamp(stamp, key)
     return df
 
 
@@ -138,6 +142,7 @@ def prepare_dataset(
     )
     total = Accounting(acc.source, rows_in=acc.rows_in, rows_kept=len(kept))
     total.dropped = acc.dropped + img_acc.dropped
+    total.noted = acc.noted + img_acc.noted
     for src in (acc.examples, img_acc.examples):
         for k, v in src.items():
             total.examples.setdefault(k, []).extend(v)
@@ -151,7 +156,7 @@ def prepare_dataset(
         "split_ratios": [float(r) for r in data.split_ratios],
         "rows": len(kept),
     }
-    (work_dir / PREPARED_FILE).write_text(json.dumps(record, indent=2))
+    write_json_atomic(work_dir / PREPARED_FILE, record, indent=2)
     return PreparedData(kept.reset_index(drop=True), total, path, cache_dir)
 
 

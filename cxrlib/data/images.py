@@ -31,9 +31,19 @@ array, are absent from :attr:`ImageCache.image_ids`, and are counted in the retu
 :class:`~cxrlib.data.manifest.Accounting`.
 
 Rebuilding is incremental: a row whose id, path and file stamp (size, mtime) match the previous build is
-never decoded again (also a failed row: a missing file stays missing until the file changes); an
+never decoded again (also a failed row: a missing file stays missing until the file changes; only a row
+skipped as too large is tried again, since raising ``PIL.Image.MAX_IMAGE_PIXELS`` does not change the file); an
 interrupted build (Ctrl-C, a killed kernel) resumes from its last checkpoint; a manifest with new rows
 copies the decoded rows into a new array and decodes only the new ones.
+
+Integrity (:mod:`cxrlib.cache`): the sidecar records a checksum of every decoded row (``row_sha256``: the
+first 16 hex digits of the sha256 of its pixels). A rebuild checks every row it reuses and decodes a damaged
+one again, with a :class:`~cxrlib.cache.CacheWarning` naming the cache file; :class:`ImageCache` checks the rows
+it reads, decodes a damaged row again from its source image (warning), or raises :class:`ImageCacheError`
+naming the file, the ids and the fix when the source no longer gives the recorded pixels. The array is
+written under a per-process temporary name and renamed into place, the sidecar atomically, and a build holds
+the lock ``images_<size>_<aspect>.npy.lock`` so that two builds of one cache wait for each other. Sidecars
+from before the row checksums get them on the next build (the ``content_hash`` does not change).
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ import logging
 import multiprocessing
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +65,14 @@ from numpy.lib.format import open_memmap
 from PIL import Image
 from tqdm.auto import tqdm
 
+from cxrlib.cache import (
+    CacheWarning,
+    file_lock,
+    remove_stale_temps,
+    sha256_data,
+    temp_path,
+    write_json_atomic,
+)
 from cxrlib.data.manifest import Accounting
 from cxrlib.paths import resolve
 
@@ -64,6 +83,7 @@ __all__ = [
     "cache_paths",
     "build_image_cache",
     "ImageCache",
+    "ImageCacheError",
 ]
 
 log = logging.getLogger(__name__)
@@ -76,6 +96,7 @@ REASON_MISSING = "image file missing"
 REASON_EMPTY = "image file empty (0 bytes)"
 REASON_TRUNCATED = "image file truncated"
 REASON_CORRUPT = "image file corrupt or undecodable"
+REASON_TOO_LARGE = "image too large (decompression-bomb limit)"
 
 _OK = "ok"
 _PENDING = "pending"
@@ -159,7 +180,8 @@ def load_image(path: str | os.PathLike[str], size: int, aspect: str = "crop") ->
     See the module docstring for the bit-depth rule, the aspect rules (``"crop"``: shorter side to
     ``size`` + centre crop, as open_clip does; ``"pad"``: longer side to ``size`` + black padding) and the
     JPEG draft speed-up. Raises ``FileNotFoundError`` for a missing file and PIL's errors
-    (``UnidentifiedImageError``, ``OSError``) for corrupt or truncated files.
+    (``UnidentifiedImageError``, ``OSError``) for corrupt or truncated files, and
+    ``PIL.Image.DecompressionBombError`` for an image above twice ``PIL.Image.MAX_IMAGE_PIXELS``.
     """
     _check_args(size, aspect)
     with Image.open(path) as img:
@@ -172,11 +194,31 @@ def load_image(path: str | os.PathLike[str], size: int, aspect: str = "crop") ->
         return _fit(gray, int(size), aspect)
 
 
+class ImageCacheError(RuntimeError):
+    """Rows of an image cache are damaged and cannot be restored from their source images (message: file, fix)."""
+
+
 def _classify_error(exc: BaseException) -> str:
+    if isinstance(exc, Image.DecompressionBombError):
+        return REASON_TOO_LARGE
     msg = str(exc).lower()
     if "truncated" in msg:
         return REASON_TRUNCATED
     return REASON_CORRUPT
+
+
+def _error_detail(exc: BaseException) -> str:
+    if isinstance(exc, Image.DecompressionBombError):
+        return (
+            f"{str(exc)[:120]} If the image is genuine, raise PIL.Image.MAX_IMAGE_PIXELS (now "
+            f"{Image.MAX_IMAGE_PIXELS}) before building the cache; the row is tried again on the next build"
+        )
+    return f"{type(exc).__name__}: {str(exc)[:120]}"
+
+
+def _row_digest(img: np.ndarray) -> str:
+    """The checksum recorded per cached row: first 16 hex digits of the sha256 of its pixels."""
+    return sha256_data(np.ascontiguousarray(img))[:16]
 
 
 def _decode_task(task: tuple[int, str, int, str]) -> tuple[int, np.ndarray | None, str, str]:
@@ -189,7 +231,7 @@ def _decode_task(task: tuple[int, str, int, str]) -> tuple[int, np.ndarray | Non
             return i, None, REASON_EMPTY, ""
         return i, load_image(path, size, aspect), _OK, ""
     except Exception as exc:  # noqa: BLE001 - every decoding failure becomes a counted skip
-        return i, None, _classify_error(exc), f"{type(exc).__name__}: {str(exc)[:120]}"
+        return i, None, _classify_error(exc), _error_detail(exc)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -215,12 +257,6 @@ def _file_stamp(path: Path) -> list[int] | None:
     return [int(st.st_size), int(st.st_mtime_ns)]
 
 
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    tmp.replace(path)
-
-
 def _read_sidecar(npy: Path, sidecar: Path, size: int, aspect: str) -> dict | None:
     """The previous build's sidecar when it matches this size/aspect/version and its array, else None."""
     if not (sidecar.exists() and npy.exists()):
@@ -241,6 +277,7 @@ def _read_sidecar(npy: Path, sidecar: Path, size: int, aspect: str) -> dict | No
         and len(meta.get("status", [])) == n
         and len(meta.get("image_paths", [])) == n
         and len(meta.get("file_stamps", [])) == n
+        and len(meta.get("row_sha256") or [""] * n) == n
     )
     del arr
     return meta if ok else None
@@ -279,14 +316,16 @@ def build_image_cache(
     aspect: str = "crop",
     num_workers: int = 0,
     progress: bool = True,
+    verify: bool = True,
 ) -> tuple[pd.DataFrame, Accounting]:
     """Decode every manifest image once into ``<cache_dir>/images_<size>_<aspect>.npy`` (N × S × S uint8).
 
     ``manifest`` needs ``image_id`` (unique; duplicates raise ``ValueError``) and ``image_path`` (resolved
-    with :func:`cxrlib.paths.resolve`). Missing, empty, truncated and corrupt files are skipped and
+    with :func:`cxrlib.paths.resolve`). Missing, empty, truncated, corrupt and too large files are skipped and
     counted (reason + id and path); the returned manifest holds only the rows that are in the cache, in
     manifest order. A repeated call decodes nothing that is already cached (see the module docstring);
-    ``num_workers > 0`` decodes in a ``multiprocessing`` pool (order-preserving ``imap``).
+    ``num_workers > 0`` decodes in a ``multiprocessing`` pool (order-preserving ``imap``). ``verify``: check
+    every reused row against its recorded checksum (one read of the array) and decode damaged rows again.
 
     Returns ``(manifest of cached rows, Accounting)``.
     """
@@ -305,24 +344,81 @@ def build_image_cache(
             f"{sorted(set(manifest.loc[dup, 'image_id'].astype(str)))[:5]} (validate_manifest catches this too)"
         )
     paths = [str(v) for v in manifest["image_path"]]
+    npy, sidecar = cache_paths(cache_dir, size, aspect)
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(npy):  # a second build of the same cache waits, then finds the first one's rows
+        remove_stale_temps(npy)
+        # the fixed-name temporary file of versions before cxrlib.cache
+        npy.with_name(npy.stem + ".building.npy").unlink(missing_ok=True)
+        return _build(manifest, ids, paths, npy, sidecar, size, aspect, num_workers, progress, verify)
+
+
+def _damaged_rows_warning(npy: Path, ids: Sequence[str], rows: Sequence[int]) -> None:
+    shown = ", ".join(repr(ids[i]) for i in rows[:5]) + (
+        f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+    )
+    warnings.warn(
+        f"image cache {npy}: {len(rows)} row(s) do not match the checksums recorded when they were decoded "
+        f"(ids {shown}); the file was damaged or modified. Decoding them again.",
+        CacheWarning,
+        stacklevel=4,
+    )
+
+
+def _build(
+    manifest: pd.DataFrame,
+    ids: list[str],
+    paths: list[str],
+    npy: Path,
+    sidecar: Path,
+    size: int,
+    aspect: str,
+    num_workers: int,
+    progress: bool,
+    verify: bool,
+) -> tuple[pd.DataFrame, Accounting]:
+    """:func:`build_image_cache` with its lock held."""
     resolved = [resolve(p) for p in paths]
     stamps = [_file_stamp(p) for p in resolved]
     n = len(ids)
-
-    npy, sidecar = cache_paths(cache_dir, size, aspect)
-    npy.parent.mkdir(parents=True, exist_ok=True)
     old = _read_sidecar(npy, sidecar, size, aspect)
     t0 = time.perf_counter()
+
+    def reusable(s: str, old_stamp, new_stamp) -> bool:
+        # a row skipped as too large is tried again: the limit (PIL.Image.MAX_IMAGE_PIXELS) may have been raised
+        return s not in (_PENDING, REASON_TOO_LARGE) and old_stamp == new_stamp
 
     same_layout = old is not None and old["image_ids"] == ids and old["image_paths"] == paths
     if same_layout:
         assert old is not None
         status = [
-            s if (s != _PENDING and old["file_stamps"][i] == stamps[i]) else _PENDING
+            s if reusable(s, old["file_stamps"][i], stamps[i]) else _PENDING
             for i, s in enumerate(old["status"])
         ]
+        old_digests = old.get("row_sha256")
+        digests = list(old_digests) if old_digests else [""] * n
+        damaged: list[int] = []
+        unrecorded = False
+        if verify or not old_digests:
+            view = np.load(npy, mmap_mode="r")
+            for i, s in enumerate(status):
+                if s != _OK:
+                    continue
+                d = _row_digest(view[i])
+                if not digests[i]:  # a sidecar from before the row checksums: record them now
+                    digests[i], unrecorded = d, True
+                elif verify and d != digests[i]:
+                    damaged.append(i)
+            del view
+        if damaged:
+            _damaged_rows_warning(npy, ids, damaged)
+            for i in damaged:
+                status[i] = _PENDING
         if old.get("complete") and _PENDING not in status:
-            # nothing to do: reuse as is (no write at all)
+            if unrecorded:
+                old["row_sha256"] = digests
+                write_json_atomic(sidecar, old)
+            # nothing to decode: reuse as is (no write at all when the checksums were already recorded)
             return _result(manifest, ids, paths, status, old.get("details", {}), "image_cache")
         reused = sum(s != _PENDING for s in status)
         arr = open_memmap(npy, mode="r+")
@@ -331,42 +427,57 @@ def build_image_cache(
         }
     else:
         status = [_PENDING] * n
+        digests = [""] * n
         details = {}
-        tmp = npy.with_name(npy.stem + ".building.npy")
-        new = open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size))
-        reused = 0
-        if old is not None:
-            old_arr = np.load(npy, mmap_mode="r")
-            where = {
-                (iid, p): j
-                for j, (iid, p, s) in enumerate(
-                    zip(old["image_ids"], old["image_paths"], old["status"], strict=True)
-                )
-                if s != _PENDING
-            }
-            pairs = []
-            for i in range(n):
-                j = where.get((ids[i], paths[i]))
-                if j is not None and old["file_stamps"][j] == stamps[i]:
+        tmp = temp_path(npy)
+        try:
+            new = open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size))
+            reused = 0
+            if old is not None:
+                old_arr = np.load(npy, mmap_mode="r")
+                old_digests = old.get("row_sha256") or [""] * len(old["image_ids"])
+                where = {
+                    (iid, p): j
+                    for j, (iid, p, s) in enumerate(
+                        zip(old["image_ids"], old["image_paths"], old["status"], strict=True)
+                    )
+                    if s != _PENDING
+                }
+                pairs = []
+                damaged = []
+                for i in range(n):
+                    j = where.get((ids[i], paths[i]))
+                    if j is None or not reusable(old["status"][j], old["file_stamps"][j], stamps[i]):
+                        continue
+                    if old["status"][j] == _OK:
+                        d = _row_digest(old_arr[j]) if (verify or not old_digests[j]) else old_digests[j]
+                        if old_digests[j] and d != old_digests[j]:
+                            damaged.append(i)
+                            continue
+                        digests[i] = d
+                        pairs.append((j, i))
                     status[i] = old["status"][j]
                     if str(j) in old.get("details", {}):
                         details[str(i)] = old["details"][str(j)]
-                    if status[i] == _OK:
-                        pairs.append((j, i))
-            pairs.sort()
-            for k in range(0, len(pairs), 1024):
-                block = pairs[k : k + 1024]
-                src = np.array([p[0] for p in block])
-                dst = np.array([p[1] for p in block])
-                new[dst] = old_arr[src]
-            reused = sum(s != _PENDING for s in status)
-            del old_arr
-        new.flush()
-        del new
-        # commit order: drop the old sidecar, move the array in, then write its sidecar. A crash in between
-        # leaves an array without a sidecar, which the next run simply rebuilds (never a mismatched pair).
-        sidecar.unlink(missing_ok=True)
-        os.replace(tmp, npy)
+                if damaged:
+                    _damaged_rows_warning(npy, ids, damaged)
+                pairs.sort()
+                for k in range(0, len(pairs), 1024):
+                    block = pairs[k : k + 1024]
+                    src = np.array([p[0] for p in block])
+                    dst = np.array([p[1] for p in block])
+                    new[dst] = old_arr[src]
+                reused = sum(s != _PENDING for s in status)
+                del old_arr
+            new.flush()
+            del new
+            # commit order: drop the old sidecar, move the array in, then write its sidecar. A crash in between
+            # leaves an array without a sidecar, which the next run simply rebuilds (never a mismatched pair).
+            sidecar.unlink(missing_ok=True)
+            os.replace(tmp, npy)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         arr = open_memmap(npy, mode="r+")
 
     meta = {
@@ -378,12 +489,13 @@ def build_image_cache(
         "image_paths": paths,
         "file_stamps": stamps,
         "status": status,
+        "row_sha256": digests,
         "details": details,
         "complete": False,
         "content_hash": None,
         "last_build": {"decoded": 0, "reused": reused, "seconds": 0.0},
     }
-    _write_json_atomic(sidecar, meta)
+    write_json_atomic(sidecar, meta)
 
     todo = [i for i, s in enumerate(status) if s == _PENDING]
     tasks = [(i, str(resolved[i]), size, aspect) for i in todo]
@@ -396,11 +508,16 @@ def build_image_cache(
             for i, img, st, detail in _decode_stream(tasks, num_workers):
                 if img is not None:
                     arr[i] = img
-                elif same_layout:
-                    arr[i] = 0  # a re-decoded row that now fails must not keep stale pixels
+                    digests[i] = _row_digest(img)
+                else:
+                    if same_layout:
+                        arr[i] = 0  # a re-decoded row that now fails must not keep stale pixels
+                    digests[i] = ""
                 status[i] = st
                 if detail:
                     details[str(i)] = detail
+                else:
+                    details.pop(str(i), None)
                 decoded += 1
                 bar.update(1)
                 if time.monotonic() - last >= _CHECKPOINT_SECONDS:
@@ -410,19 +527,19 @@ def build_image_cache(
                         "reused": reused,
                         "seconds": time.perf_counter() - t0,
                     }
-                    _write_json_atomic(sidecar, meta)
+                    write_json_atomic(sidecar, meta)
                     last = time.monotonic()
     finally:
         # checkpoint whatever was done (also on Ctrl-C): pixels first, then the flags that vouch for them
         arr.flush()
         meta["last_build"] = {"decoded": decoded, "reused": reused, "seconds": time.perf_counter() - t0}
-        _write_json_atomic(sidecar, meta)
+        write_json_atomic(sidecar, meta)
 
     meta["content_hash"] = _content_hash(arr, ids, status, size, aspect)
     meta["complete"] = True
     meta["last_build"] = {"decoded": decoded, "reused": reused, "seconds": round(time.perf_counter() - t0, 3)}
     del arr
-    _write_json_atomic(sidecar, meta)
+    write_json_atomic(sidecar, meta)
     log.info("image cache %s: %d decoded, %d reused", npy, decoded, reused)
     return _result(manifest, ids, paths, status, details, "image_cache")
 
@@ -452,6 +569,11 @@ class ImageCache:
 
     Attributes: ``image_ids`` (the cached ids, in manifest order), ``content_hash``, ``size``, ``aspect``,
     ``path`` (the ``.npy``). ``len(cache)`` is the number of cached images.
+
+    Every row read is checked against the checksum recorded when it was decoded (unless opened with
+    ``verify=False``, or the sidecar predates the checksums): a damaged row is decoded again from its source
+    image with a :class:`~cxrlib.cache.CacheWarning`; when that no longer gives the recorded pixels,
+    :class:`ImageCacheError` names the file, the ids and the fix.
     """
 
     path: Path
@@ -461,10 +583,18 @@ class ImageCache:
     content_hash: str
     _array: np.ndarray = field(repr=False)
     _row: dict[str, int] = field(repr=False)
+    _digests: list[str] | None = field(default=None, repr=False)
+    _all_ids: list[str] = field(default_factory=list, repr=False)
+    _sources: list[str] = field(default_factory=list, repr=False)
 
     @classmethod
-    def open(cls, cache_dir: str | os.PathLike[str], image_size: int, aspect: str = "crop") -> ImageCache:
-        """Open ``<cache_dir>/images_<size>_<aspect>.npy``; a clear error when it is absent or unfinished."""
+    def open(
+        cls, cache_dir: str | os.PathLike[str], image_size: int, aspect: str = "crop", verify: bool = True
+    ) -> ImageCache:
+        """Open ``<cache_dir>/images_<size>_<aspect>.npy``; a clear error when it is absent or unfinished.
+
+        ``verify``: check each row read against its recorded checksum (see the class docstring).
+        """
         npy, sidecar = cache_paths(cache_dir, image_size, aspect)
         if not (npy.exists() and sidecar.exists()):
             raise FileNotFoundError(
@@ -491,6 +621,9 @@ class ImageCache:
             content_hash=str(meta["content_hash"]),
             _array=np.load(npy, mmap_mode="r"),
             _row=rows,
+            _digests=list(meta["row_sha256"]) if verify and meta.get("row_sha256") else None,
+            _all_ids=list(meta["image_ids"]),
+            _sources=list(meta["image_paths"]),
         )
 
     def __len__(self) -> int:
@@ -517,8 +650,47 @@ class ImageCache:
         """
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size and rows[-1] - rows[0] == rows.size - 1 and np.all(np.diff(rows) == 1):
-            return np.array(self._array[rows[0] : rows[-1] + 1])
-        return np.array(self._array[rows])
+            out = np.array(self._array[rows[0] : rows[-1] + 1])
+        else:
+            out = np.array(self._array[rows])
+        return self._verified(rows, out)
+
+    def _verified(self, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``out`` (the pixels read at ``rows``) after checking each row against its recorded checksum."""
+        if self._digests is None:
+            return out
+        digests = self._digests
+        bad = [k for k, r in enumerate(rows.tolist()) if digests[r] and _row_digest(out[k]) != digests[r]]
+        if not bad:
+            return out
+        failed = []
+        for k in bad:
+            r = int(rows[k])
+            try:
+                img = load_image(resolve(self._sources[r]), self.size, self.aspect)
+            except Exception:  # noqa: BLE001 - the source is gone or unreadable: reported below
+                img = None
+            if img is not None and _row_digest(img) == digests[r]:
+                out[k] = img
+            else:
+                failed.append(r)
+        shown = sorted({self._all_ids[int(rows[k])] for k in bad})
+        more = f" and {len(shown) - 5} more" if len(shown) > 5 else ""
+        if failed:
+            raise ImageCacheError(
+                f"image cache {self.path}: {len(failed)} row(s) do not match the checksums recorded when they were "
+                f"decoded (ids {[self._all_ids[r] for r in failed[:5]]}), and their source images no longer give "
+                "those pixels. Rerun notebooks/01_data_preparation.ipynb (build_image_cache decodes damaged rows "
+                "again), then the later notebooks."
+            )
+        warnings.warn(
+            f"image cache {self.path}: {len(bad)} row(s) do not match the checksums recorded when they were "
+            f"decoded (ids {shown[:5]}{more}); the file was damaged or modified. Decoded them again from their "
+            "source images; rerun build_image_cache (notebooks/01_data_preparation.ipynb) to repair the file.",
+            CacheWarning,
+            stacklevel=3,
+        )
+        return out
 
     def get(self, image_ids: Sequence[str]) -> np.ndarray:
         """``(n, size, size)`` uint8 images for ``image_ids`` (in the order given)."""
@@ -532,4 +704,4 @@ class ImageCache:
         )  # read the memmap in file order, then restore the request order
         out = np.empty((idx.size, self.size, self.size), dtype=np.uint8)
         out[order] = self._array[idx[order]]
-        return out
+        return self._verified(idx, out)

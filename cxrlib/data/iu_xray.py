@@ -48,7 +48,6 @@ Rules (the same for both layouts):
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -65,6 +64,7 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 from tqdm.auto import tqdm
 
+from cxrlib.cache import sha256_file
 from cxrlib.data.manifest import COLUMNS, Accounting, empty_manifest, join_tags, validate_manifest
 from cxrlib.data.reports import clean_text, compose_text
 from cxrlib.paths import relative_to_repo, resolve
@@ -499,14 +499,6 @@ def load_iu_xray(
 # --------------------------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def download(
     dest: str | os.PathLike[str],
     base_url: str = OPENI_BASE_URL,
@@ -533,7 +525,7 @@ def download(
         final = dest / name
         want = expected.get(name)
         if final.exists():
-            if want and _sha256(final) != want.lower():
+            if want and sha256_file(final) != want.lower():
                 raise ValueError(
                     f"{final} exists but its sha256 is not {want}; delete it and call download() again"
                 )
@@ -543,7 +535,7 @@ def download(
         part = final.with_name(name + ".part")
         _fetch(url, part, progress, timeout)
         if want:
-            got = _sha256(part)
+            got = sha256_file(part)
             if got != want.lower():
                 part.unlink(missing_ok=True)
                 raise ValueError(

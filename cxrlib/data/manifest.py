@@ -81,7 +81,9 @@ class ManifestError(ValueError):
 class Accounting:
     """What a loader did with its input: rows in, rows kept, rows dropped by reason (nothing silent).
 
-    ``examples`` keeps up to ``max_examples`` identifiers per reason so a user can look at them.
+    ``examples`` keeps up to ``max_examples`` identifiers per reason so a user can look at them. ``noted``
+    counts kept rows that a rule changed (e.g. a blank patient id replaced), by reason; they are part of
+    ``rows_kept``, not dropped.
     """
 
     source: str
@@ -90,10 +92,19 @@ class Accounting:
     dropped: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
     max_examples: int = 5
+    noted: Counter = field(default_factory=Counter)
 
     def drop(self, reason: str, ident: object = None, n: int = 1) -> None:
         """Count ``n`` rows dropped for ``reason`` (``ident`` names one of them, e.g. a file or row)."""
         self.dropped[reason] += n
+        if ident is not None:
+            ex = self.examples.setdefault(reason, [])
+            if len(ex) < self.max_examples:
+                ex.append(str(ident))
+
+    def note(self, reason: str, ident: object = None, n: int = 1) -> None:
+        """Count ``n`` kept rows that were changed for ``reason`` (``ident`` names one of them)."""
+        self.noted[reason] += n
         if ident is not None:
             ex = self.examples.setdefault(reason, [])
             if len(ex) < self.max_examples:
@@ -114,13 +125,14 @@ class Accounting:
     def merge(self, other: Accounting) -> Accounting:
         out = Accounting(self.source, self.rows_in + other.rows_in, self.rows_kept + other.rows_kept)
         out.dropped = self.dropped + other.dropped
+        out.noted = self.noted + other.noted
         for src in (self.examples, other.examples):
             for k, v in src.items():
                 out.examples.setdefault(k, []).extend(v)
         return out
 
     def to_frame(self) -> pd.DataFrame:
-        """A table: one row for input, one per drop reason, one for kept rows."""
+        """A table: one row for input, one per drop reason, one for kept rows, then one per noted reason."""
         rows = [{"step": "rows read", "rows": self.rows_in, "examples": ""}]
         for reason, n in sorted(self.dropped.items(), key=lambda kv: (-kv[1], kv[0])):
             rows.append(
@@ -131,11 +143,20 @@ class Accounting:
                 }
             )
         rows.append({"step": "rows kept", "rows": self.rows_kept, "examples": ""})
+        for reason, n in sorted(self.noted.items(), key=lambda kv: (-kv[1], kv[0])):
+            rows.append(
+                {
+                    "step": f"kept, of which: {reason}",
+                    "rows": int(n),
+                    "examples": ", ".join(self.examples.get(reason, [])),
+                }
+            )
         return pd.DataFrame(rows)
 
     def __str__(self) -> str:
         parts = [f"{self.source}: {self.rows_in} in, {self.rows_kept} kept"]
         parts += [f"{n} dropped ({r})" for r, n in sorted(self.dropped.items())]
+        parts += [f"{n} kept with {r}" for r, n in sorted(self.noted.items())]
         return ", ".join(parts)
 
 
@@ -215,25 +236,36 @@ def validate_manifest(df: pd.DataFrame, require_split: bool = False) -> pd.DataF
 
 
 def save_manifest(df: pd.DataFrame, path: str | Path) -> Path:
-    """Validate and write ``df`` as Parquet (atomically: a crash never leaves half a file)."""
+    """Validate and write ``df`` as Parquet (atomically, under a per-process temporary name: a crash never
+    leaves half a file, and two writers never share a temporary file)."""
+    from cxrlib.cache import atomic_path
+
     path = Path(path)
     df = validate_manifest(df)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    df.reset_index(drop=True).to_parquet(tmp, index=False)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        df.reset_index(drop=True).to_parquet(tmp, index=False)
     return path
 
 
 def load_manifest(path: str | Path, require_split: bool = False) -> pd.DataFrame:
-    """Read a manifest written by :func:`save_manifest` and validate it."""
+    """Read a manifest written by :func:`save_manifest` and validate it.
+
+    A file that is not readable Parquet (truncated, damaged) raises :class:`ManifestError` naming it and the fix.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(
             f"no manifest at {path}. Run notebooks/01_data_preparation.ipynb first "
             "(or `python -m cxrlib.reproduce --profile <profile> --only 01`)."
         )
-    return validate_manifest(pd.read_parquet(path), require_split=require_split)
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise ManifestError(
+            f"the manifest {path} cannot be read as Parquet ({type(exc).__name__}: {str(exc)[:200]}); it is "
+            "truncated or damaged. Rerun notebooks/01_data_preparation.ipynb to write it again."
+        ) from exc
+    return validate_manifest(df, require_split=require_split)
 
 
 def manifest_hash(df: pd.DataFrame, columns: Sequence[str] = ("image_id", "text", "label", "split")) -> str:

@@ -129,3 +129,81 @@ def test_images_root_and_bad_arguments(tmp_path, csv_dataset, make_image):
         _load(csv_dataset, report_col=("findings",))
     with pytest.raises(FileNotFoundError, match="data/README.md"):
         _load(tmp_path / "no.csv")
+
+
+# --------------------------------------------------------------------------------------------------
+# blank patient ids, unreadable files
+# --------------------------------------------------------------------------------------------------
+
+
+def _with_blank_patients(csv_dataset: Path) -> Path:
+    df = pd.read_csv(csv_dataset, dtype=str, keep_default_na=False)
+    df.loc[df["iid"] == "B", "pid"] = ""  # study S2 has no other row: its own patient
+    df.loc[df["iid"] == "E", "pid"] = ""  # skipped anyway (image missing): not reported
+    extra = {c: "" for c in df.columns} | {  # another image of study S1 (patient P1), patient left blank
+        "path": "imgs/i.png", "report": "Clear.", "lab": "0", "sid": "S1", "iid": "K", "split": "train",
+    }  # fmt: skip
+    out = csv_dataset.with_name("blank_pid.csv")
+    pd.concat([df, pd.DataFrame([extra])], ignore_index=True).to_csv(out, index=False)
+    return out
+
+
+def test_blank_patient_ids_are_refused_by_default_naming_the_rows(csv_dataset):
+    """Fault 5: a blank patient id must not silently become a patient of its own."""
+    path = _with_blank_patients(csv_dataset)
+    with pytest.raises(ValueError) as err:
+        _load(path)
+    msg = str(err.value)
+    assert str(path) in msg and "2 row(s) have a blank patient id in column 'pid'" in msg
+    assert "data row 2 (image id 'B')" in msg and "data row 10 (image id 'K')" in msg and "'E'" not in msg
+    assert "blank_patient='own_patient'" in msg and "train and test" in msg
+    with pytest.raises(ValueError, match="blank_patient must be one of"):
+        _load(path, blank_patient="ignore")
+
+
+def test_blank_patient_ids_own_patient_option_is_counted(csv_dataset):
+    df, acc = _load(_with_blank_patients(csv_dataset), blank_patient="own_patient")
+    r = df.set_index("image_id")
+    assert r.at["B", "patient_id"] == "blank-patient:S2"  # one patient for its study
+    assert r.at["K", "patient_id"] == "P1"  # its study names the patient elsewhere
+    assert dict(acc.noted) == {cm.N_OWN_PATIENT: 1, cm.N_PATIENT_FROM_STUDY: 1}
+    assert acc.examples[cm.N_OWN_PATIENT] == ["data row 2 (image id 'B')"]
+    assert acc.rows_in == 10 and acc.rows_kept == 4 and list(r.index) == ["A", "B", "H", "K"]
+    acc.check()
+    table = acc.to_frame()
+    assert f"kept, of which: {cm.N_OWN_PATIENT}" in set(table["step"])
+    assert "1 kept with" in str(acc)
+    s = patient_split(df, seed=0)
+    assert s.groupby("patient_id")["split"].nunique().max() == 1
+    # without a patient column nothing is blank: one patient per study, as documented
+    df2, acc2 = _load(csv_dataset, patient_col=None)
+    assert not acc2.noted and (df2["patient_id"] == df2["study_id"]).all()
+
+
+def test_unreadable_csv_errors_name_the_file_and_the_fix(tmp_path, make_image):
+    """Fault 6: latin-1, ragged and empty files give messages with the file, the line and the fix."""
+    make_image(tmp_path / "imgs" / "a.png", kind="png8")
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("path,report,lab\nimgs/a.png,Röntgen: Herz normal.,0\n".encode("latin-1"))
+    with pytest.raises(ValueError) as err:
+        load_csv(latin, image_col="path", report_col="report", label_col="lab")
+    msg = str(err.value)
+    assert str(latin) in msg and "not valid utf-8" in msg and "line 2" in msg and "encoding='latin-1'" in msg
+    df, acc = load_csv(latin, image_col="path", report_col="report", label_col="lab", encoding="latin-1")
+    assert acc.rows_kept == 1 and df.at[0, "text"].startswith("Röntgen")
+
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text(
+        'path,report,lab\nimgs/a.png,"Heart normal, lungs clear.",0\nimgs/a.png,Heart normal, lungs clear.,0\n'
+    )
+    with pytest.raises(ValueError) as err:
+        load_csv(ragged, image_col="path", report_col="report", label_col="lab")
+    msg = str(err.value)
+    assert str(ragged) in msg and "line 3 has 4 fields but the header has 3" in msg and "double quotes" in msg
+
+    for content in ("", "\n\n"):
+        empty = tmp_path / "empty.csv"
+        empty.write_text(content)
+        with pytest.raises(ValueError, match="is empty") as err:
+            load_csv(empty, image_col="path", report_col="report", label_col="lab")
+        assert str(empty) in str(err.value) and "'path'" in str(err.value)

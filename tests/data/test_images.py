@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from cxrlib.cache import CacheWarning
 from cxrlib.data import images as im
 from cxrlib.data.images import ImageCache, build_image_cache, cache_paths, load_image
 
@@ -322,7 +323,7 @@ def test_sizes_and_aspects_are_separate_caches(tmp_path, make_image):
     build_image_cache(m, cache, 12, aspect="pad", progress=False)
     assert ImageCache.open(cache, 12, "pad").get(["a"]).shape == (1, 12, 12)
     assert ImageCache.open(cache, 16).get(["a"]).shape == (1, 16, 16)
-    assert sorted(p.name for p in cache.iterdir()) == [
+    assert sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock")) == [
         "images_12_pad.json",
         "images_12_pad.npy",
         "images_16_crop.json",
@@ -338,3 +339,99 @@ def test_relative_paths_resolve_against_the_repo(tmp_path, make_image):
     m.loc[0, "image_path"] = rel
     kept, acc = build_image_cache(m, tmp_path / "cache", 16, progress=False)
     assert acc.rows_kept == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# integrity: too large images, damaged rows, checksums
+# --------------------------------------------------------------------------------------------------
+
+
+def test_over_large_image_is_counted_as_too_large_not_corrupt(tmp_path, make_image, monkeypatch):
+    """Fault 6: PIL's DecompressionBombError is its own counted reason, with the fix in the example."""
+    big = make_image(tmp_path / "img" / "big.png", h=40, w=40, kind="png8")  # 1600 px
+    small = make_image(tmp_path / "img" / "small.png", h=12, w=12, kind="png8")  # 144 px
+    m = pd.DataFrame({"image_id": ["big", "small"], "image_path": [str(big), str(small)]})
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)  # errors above 2 × 300 px
+    kept, acc = build_image_cache(m, tmp_path / "cache", 8, progress=False)
+    assert list(kept["image_id"]) == ["small"]
+    assert dict(acc.dropped) == {im.REASON_TOO_LARGE: 1}
+    assert im.REASON_TOO_LARGE == "image too large (decompression-bomb limit)"
+    (example,) = acc.examples[im.REASON_TOO_LARGE]
+    assert "big.png" in example and "MAX_IMAGE_PIXELS" in example
+
+    # after raising the limit the row is tried again (its file did not change), the other one is reused
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    kept, acc = build_image_cache(m, tmp_path / "cache", 8, progress=False)
+    assert list(kept["image_id"]) == ["big", "small"] and not acc.dropped
+    assert _last_build(tmp_path / "cache", size=8) | {"seconds": 0} == {
+        "decoded": 1,
+        "reused": 1,
+        "seconds": 0,
+    }
+
+
+def _damage_row(npy: Path, row: int) -> None:
+    arr = np.load(npy, mmap_mode="r+")
+    arr[row, 3:6, 3:6] ^= 0x5A
+    arr.flush()
+    del arr
+
+
+def test_damaged_row_is_decoded_again_on_rebuild_with_a_warning(tmp_path, make_image):
+    m = _manifest(tmp_path / "img", make_image, ids=("a", "b", "c", "h"))
+    cache = tmp_path / "cache"
+    build_image_cache(m, cache, 16, progress=False)
+    npy, side = cache_paths(cache, 16, "crop")
+    good = np.load(npy)
+    h0 = ImageCache.open(cache, 16).content_hash
+    assert all(len(d) == 16 for d in json.loads(side.read_text())["row_sha256"])
+    _damage_row(npy, 1)
+    with pytest.warns(CacheWarning, match=r"images_16_crop\.npy: 1 row\(s\).*'b'"):
+        kept, acc = build_image_cache(m, cache, 16, progress=False)
+    assert _last_build(cache)["decoded"] == 1 and acc.rows_kept == 4
+    np.testing.assert_array_equal(np.load(npy), good)
+    assert ImageCache.open(cache, 16).content_hash == h0  # repaired: the embedding keys stay as they were
+
+    # the same check when a manifest with new rows copies the old rows into a new array
+    _damage_row(npy, 2)
+    m2 = _manifest(tmp_path / "img", make_image, ids=("x", "a", "b", "c", "h"))
+    with pytest.warns(CacheWarning, match="'c'"):
+        build_image_cache(m2, cache, 16, progress=False)
+    assert _last_build(cache)["decoded"] == 2  # x (new) and c (damaged)
+    np.testing.assert_array_equal(ImageCache.open(cache, 16).get(["a", "b", "c", "h"]), good)
+
+
+def test_reading_a_damaged_row_decodes_it_again_or_names_the_file(tmp_path, make_image):
+    m = _manifest(tmp_path / "img", make_image, ids=("a", "b", "c"))
+    cache = tmp_path / "cache"
+    build_image_cache(m, cache, 16, progress=False)
+    npy, _ = cache_paths(cache, 16, "crop")
+    good = ImageCache.open(cache, 16).get(["a", "b", "c"])
+    _damage_row(npy, 0)
+    c = ImageCache.open(cache, 16)
+    with pytest.warns(CacheWarning, match=r"images_16_crop\.npy.*\[.a.\].*Decoded them again"):
+        np.testing.assert_array_equal(c.get(["a", "b", "c"]), good)
+    with pytest.warns(CacheWarning):
+        np.testing.assert_array_equal(c.get_rows(np.array([0, 1])), good[:2])
+    np.testing.assert_array_equal(ImageCache.open(cache, 16, verify=False).get(["b"]), good[1:2])
+
+    Path(m.at[0, "image_path"]).unlink()  # the source cannot restore the row any more
+    with pytest.raises(im.ImageCacheError) as err:
+        c.get(["a"])
+    assert str(npy) in str(err.value) and "01_data_preparation" in str(err.value) and "'a'" in str(err.value)
+
+
+def test_sidecar_without_row_checksums_gets_them_and_keeps_its_content_hash(tmp_path, make_image):
+    m = _manifest(tmp_path / "img", make_image, ids=("a", "b", "g"))
+    cache = tmp_path / "cache"
+    build_image_cache(m, cache, 16, progress=False)
+    npy, side = cache_paths(cache, 16, "crop")
+    meta = json.loads(side.read_text())
+    recorded = meta.pop("row_sha256")
+    side.write_text(json.dumps(meta))  # as written before the row checksums existed
+    assert ImageCache.open(cache, 16).get(["a"]).shape == (1, 16, 16)  # readable, unverified
+    build_image_cache(m, cache, 16, progress=False)
+    again = json.loads(side.read_text())
+    assert again["row_sha256"] == recorded and again["content_hash"] == meta["content_hash"]
+    assert recorded[2] == ""  # the corrupt file has no pixels, hence no checksum
+    assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")]
