@@ -16,7 +16,7 @@ help:
 	@echo "make reproduce   set up .venv + kernel, run the $(PROFILE) profile end to end (PROFILE=paper on a GPU server)"
 	@echo "make test        lint + unit tests + nbval on the notebooks"
 	@echo "make lab         JupyterLab on the $(KERNEL) kernel"
-	@echo "make bench       run the scripts in benchmarks/ (quick sizes)"
+	@echo "make bench       run the scripts in benchmarks/ at their goals' sizes, PASS/FAIL per goal (minutes)"
 	@echo "make lock        regenerate requirements.lock from a fresh install"
 
 $(STAMP): requirements.txt requirements.lock pyproject.toml
@@ -49,8 +49,14 @@ test: lint unit nbval
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
+# Every script runs at its goals' sizes (no --quick) and exits 1 when a goal FAILs; all run anyway, then the
+# verdicts are collected in $(BENCH_MD) (one markdown row per goal) and make exits non-zero if any failed.
+BENCH_MD    ?= benchmarks/results.md
 bench: $(STAMP)
-	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b --quick; done
+	@rm -f $(BENCH_MD); failed=""; \
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b --markdown $(BENCH_MD) || failed="$$failed $$b"; done; \
+	echo "== verdicts ($(BENCH_MD))"; cat $(BENCH_MD) 2>/dev/null; \
+	if [ -n "$$failed" ]; then echo "bench: FAIL in$$failed"; exit 1; else echo "bench: every goal PASS"; fi
 
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock

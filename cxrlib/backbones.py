@@ -16,8 +16,16 @@ name             what loads
                  (:func:`export_bundle` writes such a folder)
 ``demo``         the demo profile's small open_clip model, pretrained with the CLIP loss on the SYNTHETIC
                  phantom pretraining pool (:func:`cxrlib.demo_backbone.build_demo_backbones` makes it)
+``demo-general`` the same architecture, tokenizer and budget, pretrained on the same SYNTHETIC images with
+                 general-domain captions that ignore the findings: the general-purpose-CLIP stand-in
 ``demo-random``  the same architecture with random weights: the chance reference
 ===============  ===========================================================================================
+
+Names: :func:`slug` is the one rule for every path built from a backbone name (embedding caches, checkpoints,
+metrics files): plain names stay (``demo+multitask`` -> ``demo_multitask``), ``local-dir:`` / ``hf-hub:`` names
+become their folder or model name plus a hash of the full name (``local-dir:/x/y`` -> ``y-<8 hex>``), so two bundle
+folders called ``y`` never share a file. :func:`display_name` / :func:`display_names` give the short labels for
+tables and figures; the full name stays in the metadata (``Backbone.describe``).
 
 Offline with no cached weights, loading fails with :class:`WeightsUnavailableError`, whose message says how
 to make the weights available. Loading never falls back to random weights: a bundle or hub model whose weights
@@ -35,13 +43,13 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from cxrlib.cache import (
     atomic_path,
@@ -57,6 +65,8 @@ __all__ = [
     "ALIASES",
     "DEMO_NAMES",
     "DEMO_MODEL_CFG",
+    "DEMO_PREPROCESS_CFG",
+    "demo_model_cfg",
     "Backbone",
     "WeightsUnavailableError",
     "BundleError",
@@ -67,6 +77,10 @@ __all__ = [
     "save_bundle",
     "export_bundle",
     "demo_bundle_dir",
+    "SCHEMAS",
+    "display_name",
+    "display_names",
+    "slug",
 ]
 
 log = logging.getLogger(__name__)
@@ -76,18 +90,29 @@ ALIASES: dict[str, tuple[str, str | None]] = {
     "clip": ("ViT-B-16-quickgelu", "openai"),
     "biomedclip": ("hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224", None),
 }
-DEMO_NAMES: tuple[str, ...] = ("demo", "demo-random")
+DEMO_NAMES: tuple[str, ...] = ("demo", "demo-general", "demo-random")
 #: Files open_clip accepts as a bundle's weights (``open_clip.factory._find_checkpoint_in_dir``).
 _WEIGHT_SUFFIXES: tuple[str, ...] = (".safetensors", ".bin", ".pth")
 
-#: The demo architecture: a small ViT and text transformer (open_clip's built-in towers, CLIP BPE tokenizer).
+#: The demo architecture (open_clip's built-in towers), without its vocabulary size: :func:`demo_model_cfg`
+#: adds the size of the demo tokenizer's vocabulary and points the tokenizer at the bundle folder.
 #: Vision: a small ModifiedResNet (CLIP's ResNet with attention pooling) at 64 px, which learns much faster
 #: from a few hundred pairs than a ViT; subtle findings (a 6 mm nodule) are near the limit of what 64 px
-#: shows, which keeps the demo task hard. Text: a 2-layer transformer, context 96 (median report: 48 tokens).
+#: shows, which keeps the demo task hard. Text: a 2-layer transformer over a word-level tokenizer built from
+#: the pretraining pool's text (:mod:`cxrlib.demo_backbone`), pooled at its ``[EOS]`` token (id 3, padding
+#: id 0); context 112 holds every phantom report (12-102 tokens, median 33).
 DEMO_MODEL_CFG: dict = {
     "embed_dim": 128,
     "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "head_width": 32},
-    "text_cfg": {"context_length": 96, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 2},
+    "text_cfg": {
+        "context_length": 112,
+        "width": 128,
+        "heads": 4,
+        "layers": 2,
+        "pool_type": "eos",
+        "eos_id": 3,
+        "pad_id": 0,
+    },
 }
 #: Grayscale radiographs: one mean/std repeated over the three channels.
 DEMO_PREPROCESS_CFG: dict = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "interpolation": "bicubic"}
@@ -147,17 +172,31 @@ class Backbone:
     info: dict = field(default_factory=dict)
 
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, H, W) grayscale (from the image cache) -> normalised float (B, 3, S, S) on ``device``.
+        """Grayscale images -> normalised float (B, 3, S, S) on ``device``.
 
-        Square cache images are resized to S with bicubic antialiasing when H != S (the cache already did the
-        aspect rule); the gray channel is repeated three times and normalised with the tower's mean/std.
+        ``images``: uint8 (B, H, W) from the image cache, or float32 (B, S, S) in [0, 1] already at the tower's
+        side S (:meth:`cxrlib.data.images.ImageCache.resized`, the same bytes the uint8 path computes). uint8
+        images go through :func:`cxrlib.data.images.resize_to_unit` on ``device`` (/255; bicubic antialiased
+        resize to S and clamp when H or W != S; the cache already did the aspect rule). The gray channel is
+        repeated three times and normalised with the tower's mean/std.
         """
+        from cxrlib.data.images import resize_to_unit
+
         if images.ndim != 3:
             raise ValueError(f"expected uint8 images of shape (B, H, W), got {tuple(images.shape)}")
-        x = images.to(self.device, non_blocking=True).float().div_(255.0).unsqueeze(1)
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", antialias=True)
-            x = x.clamp_(0.0, 1.0)
+        if images.dtype == torch.uint8:
+            x = resize_to_unit(images.to(self.device, non_blocking=True), self.image_size)
+        elif images.dtype == torch.float32:
+            if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
+                raise ValueError(
+                    f"float32 images must already be {self.image_size} x {self.image_size} (the tower's input side; "
+                    f"ImageCache.resized({self.image_size})), got {tuple(images.shape)}"
+                )
+            x = images.to(self.device, non_blocking=True).unsqueeze(1)
+        else:
+            raise ValueError(
+                f"expected uint8 images (B, H, W) or float32 images (B, S, S) in [0, 1], got dtype {images.dtype}"
+            )
         mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         return (x.expand(-1, 3, -1, -1) - mean) / std
@@ -197,8 +236,21 @@ def state_dict_checksum(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def demo_model_cfg(vocab_size: int) -> dict:
+    """The full open_clip model config of a demo bundle: :data:`DEMO_MODEL_CFG` with ``vocab_size`` (the demo
+    tokenizer's) and ``hf_tokenizer_name = "."``, with which ``open_clip.get_tokenizer("local-dir:P")`` loads
+    the Hugging Face tokenizer files saved in the bundle folder P itself (no path of this machine is stored)."""
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 5:
+        raise ValueError(
+            f"vocab_size must be an integer >= 5 (4 special tokens and a word), got {vocab_size!r}"
+        )
+    cfg = json.loads(json.dumps(DEMO_MODEL_CFG))
+    cfg["text_cfg"].update(vocab_size=vocab_size, hf_tokenizer_name=".")
+    return cfg
+
+
 def demo_bundle_dir(name: str) -> Path:
-    """Where the demo bundles live: ``<cache>/models/<name>``."""
+    """Where the demo bundles live: ``<cache>/models/<name>`` (``demo`` in ``demo-pretrained``)."""
     if name not in DEMO_NAMES:
         raise ValueError(f"{name!r} is not a demo backbone; choose from {DEMO_NAMES}")
     return cache_dir("models", name if name != "demo" else "demo-pretrained")
@@ -218,6 +270,74 @@ def resolve_spec(name: str) -> tuple[str, str | None]:
         f"unknown backbone {name!r}. Use one of {sorted(ALIASES)} , {list(DEMO_NAMES)}, "
         "'hf-hub:<org>/<model>' or 'local-dir:<folder with open_clip_config.json>'."
     )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Names: a short label for tables and figures, a filesystem-safe slug for every path built from a name
+# --------------------------------------------------------------------------------------------------------
+#: Prefixes of backbone names that carry a location (a folder, a hub repository) rather than a short name.
+SCHEMAS: tuple[str, ...] = ("local-dir:", "hf-hub:")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+_PLAIN_MAX, _SHORT_MAX, _HASH_HEX = 60, 40, 8
+
+
+def _name_hash(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8")).hexdigest()[:_HASH_HEX]
+
+
+def display_name(name: str) -> str:
+    """Short label of a backbone name for table rows and figure labels; the full name stays in the metadata.
+
+    ``local-dir:P`` -> the last component of the folder P (``local-dir:/x/y`` -> ``y``); ``hf-hub:ORG/M`` -> ``M``;
+    any other name (``clip``, ``biomedclip``, ``demo``, ``demo+multitask``) is returned unchanged. A suffix joined
+    to a name (``local-dir:/x/y+multitask``) stays on the label (``y+multitask``). Two names can share a label
+    (two bundles both called ``y``): :func:`display_names` labels a set of names without clashes.
+    """
+    for schema in SCHEMAS:
+        if name.startswith(schema):
+            where = name[len(schema) :].replace("\\", "/").rstrip("/")
+            return where.rsplit("/", 1)[-1] or schema.rstrip(":")
+    return name
+
+
+def display_names(names) -> dict[str, str]:
+    """``{name: label}`` for the names of one table or figure: :func:`display_name`, and where two names share
+    a label, ``label [h]`` with ``h`` the 8-hex hash of the full name (the one in :func:`slug`), so rows never
+    merge. Order of ``names`` is kept; repeated names are listed once."""
+    names = list(dict.fromkeys(names))
+    short = {n: display_name(n) for n in names}
+    counts: dict[str, int] = {}
+    for label in short.values():
+        counts[label] = counts.get(label, 0) + 1
+    return {n: (s if counts[s] == 1 else f"{s} [{_name_hash(n)}]") for n, s in short.items()}
+
+
+def slug(name: str) -> str:
+    """Filesystem-safe, collision-free stem for every path built from a backbone name (embedding cache files,
+    checkpoint folders, metrics JSON, figure files).
+
+    Rule (one for the whole project):
+
+    - a *plain* name (no schema, at most 60 characters of letters, digits, ``.``, ``_``, ``-`` and ``+``,
+      starting with a letter or digit) is kept, with ``+`` written ``_``: ``clip`` -> ``clip``,
+      ``demo-random`` -> ``demo-random``, ``demo+multitask`` -> ``demo_multitask`` (the demo's file names);
+    - every other name (``local-dir:``, ``hf-hub:``, spaces or other characters, too long) becomes its
+      :func:`display_name` with unsafe characters as ``_`` (at most 40 characters), then ``-`` and the first
+      8 hex digits of the sha256 of the full name as written: ``local-dir:/x/y`` -> ``y-<8 hex>``. Two bundles
+      in different folders that share a folder name therefore never share a path. The hash is of the name as
+      the profile gives it (a relative ``local-dir:`` path is hashed as written, so the slug does not change
+      when the repository moves).
+
+    The result never contains ``/``, ``\\``, ``:`` or spaces and never starts with ``.``. The only plain names
+    that share a slug are ``a+b`` and ``a_b``.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"a backbone name must be a non-empty string, got {name!r}")
+    if len(name) <= _PLAIN_MAX and _PLAIN.fullmatch(name):  # never a schema: ':' is not in _PLAIN
+        return name.replace("+", "_")
+    short = _UNSAFE.sub("_", display_name(name).replace("+", "_")).strip("_.-")[:_SHORT_MAX].strip("_.-")
+    return f"{short or 'backbone'}-{_name_hash(name)}"
 
 
 def _hf_text_tower(spec: str) -> str | None:
@@ -265,7 +385,7 @@ def _how_to_fix(name: str, spec: str) -> str:
         "     then copy the cache folder (HF_HOME, default ~/.cache/huggingface) to this machine and run with "
         "HF_HUB_OFFLINE=1; or",
         "  2. export a self-contained open_clip bundle and use it as 'local-dir:<folder>':",
-        f"       python -m cxrlib.backbones --export {name} models/{name.replace(':', '_').replace('/', '_')}",
+        f"       python -m cxrlib.backbones --export {name} models/{slug(name)}",
     ]
     if "BiomedCLIP" in spec or name == "biomedclip":
         lines.append(

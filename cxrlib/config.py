@@ -287,7 +287,15 @@ class DataConfig(_JsonConfig):
     )
     row_limit: int = _f(0, "keep the first N reports/studies (0 = all): a quick look at a big dataset")
     frontal_only: bool = _f(
-        True, "PA/AP views only where the view is recorded: the backbones saw frontal films"
+        True,
+        "PA/AP views only where the view is recorded (IU X-ray: from a view table, data/README.md): the "
+        "backbones saw frontal films",
+    )
+    text_source: str = _f(
+        "findings+impression",
+        "report text embedded: both sections keep every finding (long reports are cut at the encoder's "
+        "context, CLIP 77 tokens); impression / findings alone (the other if empty, counted) or the longest",
+        choices=("findings+impression", "impression", "findings", "longest"),
     )
     mimic_uncertain: str = _f(
         "negative",
@@ -305,6 +313,9 @@ class DataConfig(_JsonConfig):
         _check_number("data.image_size", self.image_size, 8)
         _check_number("data.row_limit", self.row_limit, 0)
         _check_number("data.num_workers", self.num_workers, 0)
+        sources = {f.name: f for f in dataclasses.fields(self)}["text_source"].metadata["choices"]
+        if self.text_source not in sources:
+            raise ConfigError(f"data.text_source must be one of {list(sources)}, got {self.text_source!r}")
         r = self.split_ratios
         if len(r) != 3 or any(x < 0 for x in r) or not math.isclose(sum(r), 1.0, abs_tol=1e-6):
             raise ConfigError(f"data.split_ratios must be three fractions >= 0 summing to 1, got {list(r)!r}")
@@ -355,6 +366,13 @@ class EvalConfig(_JsonConfig):
         "the backbone whose embeddings the projector is trained on (paper: biomedclip); the 'before' space of 04",
         "paper abstract",
     )
+    also_finetune: tuple[str, ...] = _f(
+        (),
+        "further backbones that get the same head, loss and schedule in 03 (the paper fine-tunes both of its "
+        "backbones; paper: [clip]); their '<name>+multitask' rows join 03's comparison and paired tests, while the "
+        "curves, ablation and 04's maps stay on eval.finetune",
+        "paper abstract",
+    )
     precision: str = _f(
         "fp32",
         "weights precision (extraction runs under fp16 autocast on CUDA anyway)",
@@ -372,6 +390,14 @@ class EvalConfig(_JsonConfig):
             raise ConfigError(f"eval.ks must be a non-empty list of integers >= 1, got {list(self.ks)!r}")
         _check_number("eval.batch_size", self.batch_size, 1)
         _check_number("eval.n_boot", self.n_boot, 0)
+        for name in self.also_finetune:
+            if name == self.finetune or name not in self.backbones:
+                raise ConfigError(
+                    f"eval.also_finetune lists {name!r}: each entry must be one of eval.backbones "
+                    f"{list(self.backbones)} other than eval.finetune ({self.finetune!r})"
+                )
+        if len(set(self.also_finetune)) != len(self.also_finetune):
+            raise ConfigError(f"eval.also_finetune lists a backbone twice: {list(self.also_finetune)}")
 
 
 @dataclass(frozen=True)
@@ -657,8 +683,9 @@ class VizConfig(_JsonConfig):
     tuned: str = _f("", "the 'after' space; '' = '<eval.finetune>+multitask' (registered by notebook 03)")
     max_points: int = _f(800, "points per modality in the maps (stratified by label, seeded; all when fewer)")
     methods: tuple[str, ...] = _f(
-        ("tsne", "umap"),
-        "2-D methods: t-SNE (the paper's view), UMAP, PCA",
+        ("tsne", "pca"),
+        "2-D methods: t-SNE (the paper's view) and PCA (linear, a second opinion); UMAP on request "
+        "([tsne, umap, pca]): its first fit in a process spends ~10-15 s compiling numba code",
         "paper abstract (t-SNE)",
         choices=("tsne", "umap", "pca"),
     )

@@ -5,10 +5,13 @@ backbone:
 
 - images stream from the uint8 image cache (:mod:`cxrlib.data.images`) through a ``DataLoader`` that yields
   whole batches (optionally in worker processes, pinned memory on CUDA), are normalised on the device
-  (:meth:`cxrlib.backbones.Backbone.prepare_images`), and run under ``torch.no_grad`` with AMP on CUDA;
+  (:meth:`cxrlib.backbones.Backbone.prepare_images`), and run under ``torch.no_grad`` with AMP on CUDA; on CPU
+  a tower whose input side differs from the cache's reads the cache's resized copy instead, made once
+  (:func:`model_input_images`: the same bytes, so the same embeddings);
 - texts are embedded once per distinct string (normal reports repeat a lot), so identical report texts get
   byte-identical embeddings — the retrieval metrics rely on that to count identical reports as one item;
-- the result is cached as ``<backbone>-<key>.safetensors`` where ``key`` hashes the backbone's weights
+- the result is cached as ``<slug>-<key>.safetensors`` (``slug``: :func:`cxrlib.backbones.slug` of the
+  backbone's name) where ``key`` hashes the backbone's weights
   checksum and preprocessing, the manifest's ids and texts, and the image cache's content hash. Any change
   to those makes a new file; an interrupted run resumes from its finished chunks (``.parts/`` folder, with a
   ``layout.json`` recording the chunking: a resume with another ``batch_size``/``chunk_batches`` starts over
@@ -32,7 +35,6 @@ import hashlib
 import io
 import json
 import logging
-import re
 import shutil
 import time
 import warnings
@@ -44,6 +46,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from cxrlib.backbones import slug
 from cxrlib.cache import (
     CacheWarning,
     atomic_path,
@@ -64,6 +67,7 @@ __all__ = [
     "embedding_key",
     "embeddings_path",
     "extract_embeddings",
+    "model_input_images",
     "save_embeddings",
     "load_embeddings",
     "register_embeddings",
@@ -110,10 +114,6 @@ class Embeddings:
         return Embeddings(self.image[idx], self.text[idx], self.image_ids[idx], dict(self.meta))
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:60] or "backbone"
-
-
 def embedding_key(backbone_record: dict, manifest_hash: str, image_hash: str, amp: bool = False) -> str:
     """16 hex characters identifying (weights, preprocessing, manifest ids/texts, image pixels, precision).
 
@@ -129,7 +129,10 @@ def embedding_key(backbone_record: dict, manifest_hash: str, image_hash: str, am
 
 
 def embeddings_path(out_dir: str | Path, backbone_name: str, key: str) -> Path:
-    return Path(out_dir) / f"{_slug(backbone_name)}-{key}.safetensors"
+    """``<out_dir>/<slug>-<key>.safetensors``: :func:`cxrlib.backbones.slug` of the name (the project's one rule
+    for names in paths: ``demo`` -> ``demo-<key>``, ``local-dir:/x/y`` -> ``y-<8 hex>-<key>``); the full name
+    stays in the file's metadata."""
+    return Path(out_dir) / f"{slug(backbone_name)}-{key}.safetensors"
 
 
 def _content_sha256(image: np.ndarray, text: np.ndarray, ids_json: str, meta_json: str) -> str:
@@ -232,8 +235,25 @@ def _check_finite(x: np.ndarray, what: str, ids: np.ndarray) -> None:
         )
 
 
+def model_input_images(backbone, image_cache):
+    """Where extraction reads ``backbone``'s input images from: ``image_cache`` or its copy at the tower's side.
+
+    On CPU, when the cache's side differs from ``backbone.image_size`` (the demo's 64 px towers on the 224 px
+    cache), this is :meth:`cxrlib.data.images.ImageCache.resized`: resized once with the rule of
+    :meth:`~cxrlib.backbones.Backbone.prepare_images` and then read from disk, the same float32 bytes a resize
+    per batch gives, so the embeddings (and their cache key) do not change. Elsewhere it is ``image_cache``
+    itself (uint8 ``(B, S, S)`` batches, resized on the device: cheap on a GPU, whose bicubic kernel need not
+    match the CPU's to the last bit). ``benchmarks/bench_embeddings.py`` can time extraction with either.
+    """
+    size = int(backbone.image_size)
+    if backbone.device.type != "cpu" or image_cache.size == size or not hasattr(image_cache, "resized"):
+        return image_cache
+    return image_cache.resized(size)
+
+
 class _BatchDataset(torch.utils.data.Dataset):
-    """Item k = the k-th batch of rows of the image cache, as a uint8 tensor (B, S, S)."""
+    """Item k = the k-th batch of rows of the image cache, as a tensor (B, S, S): uint8 from an
+    :class:`~cxrlib.data.images.ImageCache`, float32 from its resized copy (:func:`model_input_images`)."""
 
     def __init__(self, cache, rows: np.ndarray, batch_size: int):
         self.cache, self.rows, self.batch_size = cache, rows, batch_size
@@ -483,6 +503,7 @@ def _extract(
     bar = tqdm(total=len(ids), desc=f"{backbone.name}: images", unit="img", disable=not progress)
     bar.update(len(ids) - n_todo)
     if todo_batches:
+        ds.cache = model_input_images(backbone, image_cache)  # the resized copy is opened only when needed
         loader = torch.utils.data.DataLoader(
             torch.utils.data.Subset(ds, todo_batches),
             batch_size=None,
@@ -538,13 +559,13 @@ def register_embeddings(
     Later notebooks find embeddings by name (:func:`load_registered`) without loading the backbone again.
     ``path`` defaults to the cache file of ``emb`` (from its key) when that file holds exactly these rows;
     embeddings made elsewhere (the projector's output, a :meth:`Embeddings.select` subset) are saved to
-    ``<out_dir>/<name>.safetensors`` first.
+    ``<out_dir>/<slug>.safetensors`` first (:func:`cxrlib.backbones.slug`: ``demo+multitask`` -> ``demo_multitask``).
     """
     out_dir = Path(out_dir)
     if path is None:
         key = emb.meta.get("key")
         whole = key is not None and emb.meta.get("n") == len(emb)  # a select() subset keeps the parent's key
-        path = embeddings_path(out_dir, name, key) if whole else out_dir / f"{_slug(name)}.safetensors"
+        path = embeddings_path(out_dir, name, key) if whole else out_dir / f"{slug(name)}.safetensors"
         if not whole or not Path(path).exists():
             save_embeddings(emb, path)
     path = Path(path)

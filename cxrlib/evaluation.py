@@ -9,9 +9,12 @@
 - :func:`ablation_configs`, :func:`run_loss_ablation`, :func:`summarize_ablation`,
   :func:`ablation_vs_backbone` — the loss ablation over seeds;
 - :func:`pick_threshold`, :func:`classifier_summary` — the BCE head as a normal/abnormal classifier;
+- :func:`train_head` — the head trained and applied for the further backbones of ``eval.also_finetune``;
 - :func:`text_shortcuts` — how much of the label the report text alone gives away (length, bag of words);
 - :func:`weight_sanity` — do a backbone's weights look trained (logit scale, above chance, bundle record);
-- :func:`token_lengths`, :func:`truncation_table` — which reports each backbone's context length cuts, by label.
+- :func:`token_lengths`, :func:`truncation_table` — which reports each backbone's context length cuts, by label;
+- :func:`finding_sets`, :func:`evaluate_findings`, :func:`finding_relevance_table`,
+  :func:`paired_finding_comparison` — graded finding-level relevance (nDCG@K, finding precision FP@K).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import pandas as pd
 from cxrlib.config import LossConfig, ProjectorConfig, TrainConfig
 from cxrlib.embeddings import Embeddings
 from cxrlib.metrics import lower_is_better, paired_difference, per_query_metrics, retrieval_metrics
-from cxrlib.training import EmbeddingSet, train_projector
+from cxrlib.training import EmbeddingSet, TrainResult, run_fingerprint, train_projector
 
 __all__ = [
     "embedding_sets",
@@ -35,6 +38,7 @@ __all__ = [
     "paired_verdict_lines",
     "balance_table",
     "text_shortcuts",
+    "train_head",
     "weight_sanity",
     "token_lengths",
     "truncation_table",
@@ -352,20 +356,27 @@ def run_loss_ablation(
     keys: Sequence[str],
     ks: Sequence[int],
     progress: bool = True,
+    reuse: Sequence[TrainResult] = (),
 ) -> pd.DataFrame:
     """Train every :func:`ablation_configs` configuration with every seed; one row per run.
 
     Columns: ``config``, ``seed``, ``best_epoch`` and the metric ``keys`` on ``test`` (no bootstrap).
+    ``reuse``: results of :func:`~cxrlib.training.train_projector` already at hand (notebook 03's main
+    training is "all three" with the run's seed): a run whose :func:`~cxrlib.training.run_fingerprint` (data
+    and configs) equals one of theirs takes that result instead of training again, the same bits on CPU.
     """
     from tqdm.auto import tqdm
 
     cfgs = ablation_configs(loss)
     todo = [(n, s) for n in cfgs for s in seeds]
+    known = {r.fingerprint: r for r in reuse if r.fingerprint is not None}
     runs = []
     for name, s in tqdm(todo, desc="ablation trainings", disable=not progress):
         lc = loss.replace(**cfgs[name])
         tc = train_cfg.replace(seed=s)
-        r = train_projector(train, val, projector, lc, tc, progress=False)
+        r = known.get(run_fingerprint(train, val, projector, lc, tc)) if known else None
+        if r is None:
+            r = train_projector(train, val, projector, lc, tc, progress=False)
         m = retrieval_metrics(
             r.model.project_array(test.image, "image"),
             r.model.project_array(test.text, "text"),
@@ -434,3 +445,205 @@ def classifier_summary(
         "threshold": float(thr),
         "majority": float(max(labels_test.mean(), 1 - labels_test.mean())),
     }
+
+
+def train_head(
+    source: Embeddings,
+    rows: pd.DataFrame,
+    projector: ProjectorConfig,
+    loss: LossConfig,
+    train: TrainConfig,
+    progress: bool = False,
+) -> tuple[TrainResult, Embeddings]:
+    """Train the multi-task head on one backbone's embeddings and project them: notebook 03's method, for
+    the further backbones of ``eval.also_finetune`` (the paper fine-tunes both of its backbones).
+
+    The same settings as the main head: ``projector`` with its widths set to the backbone's, ``loss`` with
+    ``clip_logit_scale_init="backbone"`` resolved from ``source``'s own logit scale, ``train`` as given; it
+    trains on the ``train`` rows of ``rows`` and early-stops on ``val``. Returns the training result and the
+    projected embeddings of every row of ``source`` (``meta["projector"]`` says it was not saved).
+    """
+    from cxrlib.losses import resolve_logit_scale
+
+    width = int(source.image.shape[1])
+    loss_cfg, _ = resolve_logit_scale(loss, (source.meta.get("backbone") or {}).get("logit_scale"))
+    tr, va = embedding_sets(rows, source, ("train", "val"))
+    result = train_projector(
+        tr, va, projector.replace(in_dim=width, out_dim=width), loss_cfg, train, progress
+    )
+    return result, result.model.project_embeddings(source, projector="trained in notebook 03, not saved")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# finding-level relevance (graded by finding sets): nDCG@K and finding precision FP@K, see
+# cxrlib.metrics.findings for the definitions
+# ----------------------------------------------------------------------------------------------------------
+__all__ += [
+    "finding_sets",
+    "finding_keys",
+    "evaluate_findings",
+    "finding_relevance_table",
+    "paired_finding_comparison",
+]
+
+
+def finding_sets(
+    rows: pd.DataFrame, ignore: Sequence[str] = (), untagged_abnormal: str = "mark"
+) -> list[frozenset[str]]:
+    """The finding set of every manifest row, from its ``tags`` column (``|``-joined; ``""`` = none).
+
+    What each dataset puts there is listed in :mod:`cxrlib.metrics.findings` (phantom: the rendered findings,
+    IU X-ray: MeSH major heads, MIMIC-CXR: positive CheXpert findings incl. ``support_devices``).
+
+    Args:
+        rows: manifest rows (any subset, e.g. one split), in the order the embeddings are evaluated.
+        ignore: tags to drop first, e.g. ``("support_devices",)`` for MIMIC-CXR, where a device is not a
+            pathology (its label rule ignores it, so by default a normal study with a device would have gain
+            0 against a plain normal one).
+        untagged_abnormal: an abnormal row (``label == 1``) with no tag left (IU X-ray: major terms only
+            ``normal`` / ``no indexing``) would count as normal (gain 1 against normal rows). ``"mark"`` gives
+            it the single tag :data:`~cxrlib.metrics.findings.UNSPECIFIED_ABNORMALITY` and warns with the count
+            and the first image ids; ``"error"`` raises ``ValueError`` instead.
+
+    Returns:
+        (len(rows),) list of frozensets of tags. A manifest with abnormal rows but no tags at all (a CSV
+        loaded without ``tags_col``) raises ``ValueError``: it has no finding information to grade by.
+    """
+    import warnings
+
+    from cxrlib.metrics.findings import UNSPECIFIED_ABNORMALITY, as_finding_sets
+
+    if untagged_abnormal not in ("mark", "error"):
+        raise ValueError(f"untagged_abnormal must be 'mark' or 'error'; got {untagged_abnormal!r}.")
+    for col in ("tags", "label"):
+        if col not in rows.columns:
+            raise ValueError(
+                f"the manifest rows have no {col!r} column; rebuild the manifest with notebook 01 (every loader "
+                "writes 'tags' and 'label', see cxrlib.data.manifest)."
+            )
+    drop = frozenset(ignore)
+    sets = [s - drop for s in as_finding_sets(rows["tags"].fillna("").astype(str).tolist())]
+    abnormal = rows["label"].to_numpy() == 1
+    empty = np.array([not s for s in sets], dtype=bool)
+    bad = np.flatnonzero(abnormal & empty)
+    if bad.size and bad.size == int(abnormal.sum()):
+        raise ValueError(
+            f"none of the {bad.size} abnormal rows has a finding tag (is the 'tags' column empty, e.g. a CSV "
+            "manifest loaded without tags_col?): finding-level metrics need finding sets. Reload the data with "
+            "its findings (load_csv(..., tags_col=...)) or use the label metrics only."
+        )
+    if bad.size:
+        ids = rows["image_id"].iloc[bad[:3]].tolist() if "image_id" in rows.columns else bad[:3].tolist()
+        if untagged_abnormal == "error":
+            raise ValueError(
+                f"{bad.size} abnormal row(s) have no finding tag, e.g. {ids}; fix their tags or pass "
+                "untagged_abnormal='mark'."
+            )
+        warnings.warn(
+            f"{bad.size} abnormal row(s) have no finding tag (e.g. {ids}); they get the tag "
+            f"{UNSPECIFIED_ABNORMALITY!r} so that they do not count as normal.",
+            UserWarning,
+            stacklevel=2,
+        )
+        for i in bad:
+            sets[i] = frozenset({UNSPECIFIED_ABNORMALITY})
+    return sets
+
+
+def finding_keys(ks: Sequence[int]) -> list[str]:
+    """Columns of the finding tables: ``{i2t,t2i}_nDCG@K_findings`` at every K, ``FP`` at the largest K."""
+    k = max(ks)
+    return [f"{d}_nDCG@{x}_findings" for x in ks for d in ("i2t", "t2i")] + [
+        f"{d}_FP@{k}_findings" for d in ("i2t", "t2i")
+    ]
+
+
+def evaluate_findings(
+    spaces: Mapping[str, Embeddings],
+    rows: pd.DataFrame,
+    ks: Sequence[int],
+    n_boot: int,
+    seed: int,
+    findings: Sequence[frozenset[str]] | None = None,
+) -> dict[str, dict[str, float]]:
+    """:func:`cxrlib.metrics.finding_metrics` of every space on ``rows`` (one split), like
+    :func:`evaluate_spaces`: each space restricted to ``rows["image_id"]`` in that order, patients from
+    ``rows`` (the bootstrap's clusters), findings from :func:`finding_sets` unless given. Returns
+    ``{space name: metrics}``."""
+    from cxrlib.metrics.findings import finding_metrics
+
+    fsets = finding_sets(rows) if findings is None else findings
+    patients = rows["patient_id"].to_numpy()
+    out = {}
+    for name, emb in spaces.items():
+        e = emb.select(rows["image_id"])
+        out[name] = finding_metrics(
+            e.image, e.text, fsets, ks=ks, patient_ids=patients, n_boot=n_boot, seed=seed
+        )
+    return out
+
+
+def finding_relevance_table(
+    results: Mapping[str, Mapping[str, float]],
+    chance: Mapping[str, float] | None,
+    ks: Sequence[int],
+    digits: int = 3,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(numbers, text)`` of :func:`evaluate_findings`' results (one row per space, :func:`finding_keys`
+    columns, ``"0.412 [0.380, 0.447]"`` with CIs) as :func:`cxrlib.metrics.metrics_table` makes them, plus a last
+    row ``chance (random ranking)`` from :func:`cxrlib.metrics.finding_chance_levels` when ``chance`` is given.
+    ``text`` is ready for ``nb.write_table(name, text, caption, csv=numbers)``."""
+    from cxrlib.metrics import metrics_table
+
+    keys = finding_keys(ks)
+    numbers, text = metrics_table(results, keys, digits=digits)
+    if chance is not None:
+        name = "chance (random ranking)"
+        numbers.loc[name, keys] = [round(float(chance[k]), digits) for k in keys]
+        text.loc[name, keys] = [f"{float(chance[k]):.{digits}f}" for k in keys]
+    return numbers, text
+
+
+def paired_finding_comparison(
+    spaces: Mapping[str, Embeddings],
+    rows: pd.DataFrame,
+    a: str,
+    b: str,
+    ks: Sequence[int],
+    n_boot: int,
+    seed: int,
+    keys: Sequence[str] | None = None,
+    findings: Sequence[frozenset[str]] | None = None,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """Is space ``b`` better than ``a`` on the finding metrics? :func:`paired_comparison` for the
+    ``*_findings`` keys (default :func:`finding_keys`): the same patients resampled for both spaces, the same
+    columns and verdicts (so :func:`paired_verdict_lines` reads it). ``n_boot`` must be >= 1."""
+    from cxrlib.metrics.findings import per_query_finding_metrics
+
+    if n_boot < 1:
+        raise ValueError("paired_finding_comparison needs n_boot >= 1: the verdict is a bootstrap test")
+    fsets = finding_sets(rows) if findings is None else findings
+    keys = finding_keys(ks) if keys is None else list(keys)
+    values = {}
+    for name in (a, b):
+        e = spaces[name].select(rows["image_id"])
+        values[name] = per_query_finding_metrics(e.image, e.text, fsets, ks=ks).row_values()
+    diff = paired_difference(
+        values[a], values[b], rows["patient_id"].to_numpy(), n_boot=n_boot, seed=seed, level=level, keys=keys
+    )
+    out = []
+    for key, d in diff.items():
+        verdict = "better" if d["lo"] > 0 else ("worse" if d["hi"] < 0 else "no difference shown")
+        out.append(
+            {
+                "metric": key,
+                a: round(d["a"], 3),
+                b: round(d["b"], 3),
+                "change": round(d["diff"], 3),
+                f"{round(100 * level)} % CI of the change": f"[{d['lo']:+.3f}, {d['hi']:+.3f}]",
+                "p(not better)": round(d["p_not_better"], 3),
+                "verdict": verdict,
+            }
+        )
+    return pd.DataFrame(out).set_index("metric")

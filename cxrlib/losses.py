@@ -28,9 +28,9 @@ same-label images *and* reports in the batch (its own report included):
 Anchors without any positive are left out of the mean (they carry no supervised signal); a batch with no
 anchor at all gives 0 (still attached to the graph, so ``backward`` works).
 
-**(3) CLIP loss** (``open_clip.loss.ClipLoss``): symmetric cross-entropy over the :math:`B \times B` image–
-report similarity matrix, the matching report being the target, with logit scale
-:math:`t = \min(e^{\theta}, 100)` (learnable :math:`\theta` or fixed):
+**(3) CLIP loss** (:func:`clip_loss`, ``open_clip.loss.ClipLoss``'s computation bit for bit): symmetric
+cross-entropy over the :math:`B \times B` image–report similarity matrix, the matching report being the target,
+with logit scale :math:`t = \min(e^{\theta}, 100)` (learnable :math:`\theta` or fixed):
 
 .. math::
 
@@ -51,12 +51,11 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from open_clip.loss import ClipLoss
 from torch import nn
 
 from cxrlib.config import LOSS_TERMS, LossConfig
 
-__all__ = ["SupConLoss", "CompositeLoss", "balanced_pos_weight", "resolve_logit_scale"]
+__all__ = ["SupConLoss", "CompositeLoss", "clip_loss", "balanced_pos_weight", "resolve_logit_scale"]
 _DEFAULT_LOGIT_SCALE = 1.0 / 0.07
 
 
@@ -97,6 +96,21 @@ def resolve_logit_scale(cfg: LossConfig, backbone_logit_scale: float | None) -> 
     return cfg.replace(
         clip_logit_scale_init=None
     ), "CLIP's default 1/0.07 (the backbone records no usable scale)"
+
+
+def clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
+    """The CLIP loss of ``open_clip.loss.ClipLoss()`` in one process: image ``(B, D)``, text ``(B, D)`` -> scalar.
+
+    The same operations in the same order as open_clip's single-process path (``logit_scale * image @ text.T``
+    and ``logit_scale * text @ image.T``, cross-entropy against ``arange(B)`` in each direction, averaged), so
+    the value and its gradients are the same bits (``tests/test_losses.py`` checks them against ``ClipLoss``).
+    Written out here because ``import open_clip`` costs ~3 s (it loads torchvision and transformers), which
+    training on cached embeddings does not otherwise need.
+    """
+    logits_per_image = logit_scale * image @ text.T
+    logits_per_text = logit_scale * text @ image.T
+    labels = torch.arange(logits_per_image.shape[0], device=image.device, dtype=torch.long)
+    return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
 
 
 class SupConLoss(nn.Module):
@@ -161,7 +175,6 @@ class CompositeLoss(nn.Module):
         pw = None if self.pos_weight_value is None else torch.tensor(self.pos_weight_value)
         self.register_buffer("pos_weight", pw, persistent=False)
         self.supcon = SupConLoss(cfg.supcon_temperature)
-        self.clip = ClipLoss()
         if cfg.clip_logit_scale_init == "backbone":
             raise ValueError(
                 "LossConfig.clip_logit_scale_init='backbone' must be resolved to a number first: "
@@ -201,7 +214,7 @@ class CompositeLoss(nn.Module):
         return self.supcon(z, torch.cat([labels, labels], dim=0))
 
     def clip_term(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.clip(outputs["image"], outputs["text"], self.logit_scale())
+        return clip_loss(outputs["image"], outputs["text"], self.logit_scale())
 
     def forward(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """``outputs``: :meth:`MultiTaskProjector.forward`'s dict; ``labels``: ``(B,)`` 0/1 (not checked here —

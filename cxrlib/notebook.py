@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from cxrlib import paths
+from cxrlib.backbones import display_name, display_names, slug
 from cxrlib.config import Settings, diff_from_defaults, load_settings
 from cxrlib.runtime import seed_everything, set_threads
 
@@ -69,11 +70,41 @@ class NotebookRun:
         return path
 
     def write_metrics(self, name: str, record: Mapping[str, Any], sort_keys: bool = False) -> Path:
-        """``metrics/<NN>_<name>.json``; ``name`` is made filesystem-safe (``local-dir:/x`` -> ``local-dir__x``)."""
-        safe = name.replace(":", "_").replace("/", "_")
-        path = self.metrics / f"{self.number}_{safe}.json"
+        """``metrics/<NN>_<slug>.json`` with :func:`cxrlib.backbones.slug` of ``name`` (the rule of every path
+        built from a name: ``demo`` -> ``02_demo.json``, ``local-dir:/x/y`` -> ``02_y-<8 hex>.json``); the
+        record itself should carry the full name."""
+        path = self.metrics / f"{self.number}_{slug(name)}.json"
         path.write_text(json.dumps(record, indent=2, sort_keys=sort_keys))
         return path
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """``{name: short label}`` for the run's spaces (``eval.backbones``, ``eval.finetune``, the tuned space):
+        :func:`cxrlib.backbones.display_names`, unique within the run (``local-dir:/x/y`` -> ``y``)."""
+        s = self.settings
+        return display_names([*s.eval.backbones, s.eval.finetune, s.tuned_name])
+
+    def label(self, name: str) -> str:
+        """The label of table rows and figures for the space ``name`` (its full name stays in the metadata)."""
+        return self.labels.get(name) or display_name(name)
+
+    def relabel(self, data: Any) -> Any:
+        """``data`` keyed by space names -> keyed by :meth:`label`: a dict's keys, or every level of a
+        DataFrame's / Series' index. Only the keys change (exact names; other keys are kept as they are)."""
+        if isinstance(data, pd.DataFrame | pd.Series):
+            return data.rename(index=lambda k: self.label(k) if isinstance(k, str) else k)
+        if isinstance(data, Mapping):
+            out = {self.label(k) if isinstance(k, str) else k: v for k, v in data.items()}
+            if len(out) != len(data):
+                raise ValueError(f"two names share a label: {sorted(map(str, data))}")
+            return out
+        raise TypeError(f"relabel takes a dict, DataFrame or Series, got {type(data).__name__}")
+
+    def checkpoint_dir(self, backbone: str, head: str = "multitask") -> Path:
+        """Where notebook 03 saves the projector trained on ``backbone``'s embeddings:
+        ``<work_dir>/checkpoints/<slug>-<head>`` (``demo`` -> ``checkpoints/demo-multitask``; ``local-dir:/x/y``
+        -> ``checkpoints/y-<8 hex>-multitask``, never a path with the bundle's folders or a ``:`` in it)."""
+        return self.work_dir / "checkpoints" / f"{slug(backbone)}-{slug(head)}"
 
     def warn(self, lines: list[str]) -> None:
         """Print warning lines loudly and record them in ``results/<profile>/warnings/<NN>.txt`` (rewritten by

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from cxrlib.cache import atomic_path, atomic_write, file_lock, sha256_file, write_json_atomic
+from cxrlib.cache import atomic_path, atomic_write, file_lock, sha256_data, sha256_file, write_json_atomic
 from cxrlib.config import LOSS_TERMS, ConfigError, LossConfig, ProjectorConfig, TrainConfig
 from cxrlib.losses import CompositeLoss
 from cxrlib.projector import MultiTaskProjector
@@ -41,6 +41,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointInfo",
     "train_projector",
+    "run_fingerprint",
     "train_one_epoch",
     "evaluate",
     "build_optimizer",
@@ -122,6 +123,8 @@ class TrainResult:
     epoch (0 = untrained): ``epoch, lr, train_bce, train_supcon, train_clip, train_total, logit_scale,
     val_bce, val_supcon, val_clip, val_total``, every validation metric, ``monitor``. ``logit_scale`` and
     ``pos_weight``: the CLIP multiplier at the best epoch and the resolved BCE weight (None = unweighted).
+    ``fingerprint``: :func:`run_fingerprint` of the run's inputs (None for a result not made by
+    :func:`train_projector`).
     """
 
     model: MultiTaskProjector
@@ -132,17 +135,46 @@ class TrainResult:
     seconds: float
     logit_scale: float
     pos_weight: float | None
+    fingerprint: str | None = None
+
+
+def run_fingerprint(
+    train: EmbeddingSet,
+    val: EmbeddingSet,
+    projector_cfg: ProjectorConfig,
+    loss_cfg: LossConfig,
+    train_cfg: TrainConfig,
+) -> str:
+    """sha256 of everything a :func:`train_projector` run depends on: the train and val arrays (image, text,
+    labels: dtypes, shapes, bytes) and the three configs (seed and device included).
+
+    Two runs with the same fingerprint compute the same thing (bit for bit on CPU), so one can stand in for the
+    other: :func:`cxrlib.evaluation.run_loss_ablation` reuses a given result instead of training it again.
+    """
+    parts: list[Any] = []
+    for data in (train, val):
+        for a in (data.image, data.text, data.labels):
+            a = np.ascontiguousarray(a)
+            parts += [f"{a.dtype}{a.shape}".encode(), a]
+    configs = {type(c).__name__: c.to_dict() for c in (projector_cfg, loss_cfg, train_cfg)}
+    parts.append(json.dumps(configs, sort_keys=True, default=repr).encode())
+    return sha256_data(*parts)
 
 
 def build_optimizer(model: MultiTaskProjector, loss_fn: CompositeLoss, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over the projector and the loss's learnable logit scale; no weight decay on 0-/1-d parameters."""
+    """AdamW over the projector and the loss's learnable logit scale; no weight decay on 0-/1-d parameters.
+
+    ``foreach=True`` (torch's multi-tensor update, the default only on CUDA): the same arithmetic per tensor
+    as the one-tensor-at-a-time loop torch uses on CPU by default, so the weights are the same bits
+    (``tests/test_training.py`` checks it), with one call per operation instead of one per parameter.
+    """
     decay, no_decay = [], []
     for module in (model, loss_fn):
         for p in module.parameters():
             if p.requires_grad:
                 (decay if p.ndim >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+    return torch.optim.AdamW(groups, lr=cfg.lr, foreach=True)
 
 
 def build_scheduler(
@@ -399,6 +431,7 @@ def train_projector(
         seconds=time.perf_counter() - t0,
         logit_scale=best_scale,
         pos_weight=loss_fn.pos_weight_value,
+        fingerprint=run_fingerprint(train, val, projector_cfg, loss_cfg, train_cfg),
     )
 
 

@@ -487,3 +487,123 @@ def test_build_demo_backbones_deterministic_and_reused(tmp_path):
     assert third["reused"] and third["seconds"] == 0.0
     assert third["history"] == first["history"]
     assert files["demo"].stat().st_mtime_ns == mtime  # not retrained, not rewritten
+
+
+# --------------------------------------------------------------------------------------------------------
+# names: display_name / display_names / slug
+# --------------------------------------------------------------------------------------------------------
+def _h8(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:8]
+
+
+WINDOWS_DIR = "local-dir:C:\\exports\\y"
+
+
+@pytest.mark.parametrize(
+    ("name", "label", "stem"),
+    [
+        ("clip", "clip", "clip"),
+        ("biomedclip", "biomedclip", "biomedclip"),
+        ("demo", "demo", "demo"),
+        ("demo-random", "demo-random", "demo-random"),
+        ("demo+multitask", "demo+multitask", "demo_multitask"),  # the demo's cache file name
+        ("biomedclip+multitask", "biomedclip+multitask", "biomedclip_multitask"),
+        ("multitask", "multitask", "multitask"),  # notebook 03's metrics file
+        ("local-dir:/x/y", "y", f"y-{_h8('local-dir:/x/y')}"),
+        ("local-dir:models/y/", "y", f"y-{_h8('local-dir:models/y/')}"),
+        (WINDOWS_DIR, "y", "y-" + _h8(WINDOWS_DIR)),
+        ("local-dir:/x/y+multitask", "y+multitask", f"y_multitask-{_h8('local-dir:/x/y+multitask')}"),
+        (
+            "hf-hub:org/tiny-biomedclip",
+            "tiny-biomedclip",
+            f"tiny-biomedclip-{_h8('hf-hub:org/tiny-biomedclip')}",
+        ),
+        ("my model", "my model", f"my_model-{_h8('my model')}"),
+    ],
+)
+def test_display_name_and_slug_of_every_kind(name, label, stem):
+    assert backbones.display_name(name) == label
+    assert backbones.slug(name) == stem
+
+
+def test_biomedclip_hub_id_slug_is_short_and_keeps_the_model_name():
+    hub = backbones.ALIASES["biomedclip"][0]
+    assert backbones.display_name(hub) == "BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+    s = backbones.slug(hub)
+    assert s.startswith("BiomedCLIP-PubMedBERT_256") and s.endswith(f"-{_h8(hub)}") and len(s) <= 49
+
+
+ODD_NAMES = [
+    "local-dir:/a b/c:d",
+    "local-dir:.",
+    "local-dir:/",
+    "local-dir:/x/.hidden",
+    "local-dir:../..",
+    "hf-hub:org/",
+    "hf-hub:org/m?x=1&y=*",
+    "x" * 100,
+    "-leading-dash",
+    ".dotfile",
+    "tab\tand\nnewline",
+    "ünïcode/ñame",
+]
+
+
+@pytest.mark.parametrize("name", ODD_NAMES)
+def test_slug_is_always_a_safe_file_name(name):
+    s = backbones.slug(name)
+    assert s and len(s) <= 60
+    assert not set(s) & set("/\\: \t\n"), s
+    assert not s.startswith(".") and s not in (".", "..")
+    assert all(c.isascii() and (c.isalnum() or c in "._-") for c in s), s
+    assert backbones.slug(name) == s  # deterministic
+
+
+def test_slug_keeps_bundles_with_the_same_folder_name_apart():
+    names = [f"local-dir:/exports/run{i}/y" for i in range(300)] + [
+        f"local-dir:/other/{i}/y" for i in range(300)
+    ]
+    names += ["local-dir:/x/y", "local-dir:x/y", "hf-hub:org/y", "hf-hub:other/y", "y"]
+    slugs = [backbones.slug(n) for n in names]
+    assert len(set(slugs)) == len(names)  # brute force: no two names share a path
+    assert all(backbones.display_name(n) == "y" for n in names)
+    # a suffix joined to a name gets a path of its own, distinct from its base
+    assert backbones.slug("local-dir:/x/y+multitask") != backbones.slug("local-dir:/x/y")
+    # truncation of a long name does not merge names that differ only at the end
+    assert backbones.slug("a" * 70 + "1") != backbones.slug("a" * 70 + "2")
+
+
+def test_display_names_label_a_set_without_clashes():
+    labels = backbones.display_names(["local-dir:/a/y", "local-dir:/b/y", "clip", "local-dir:/a/y"])
+    assert labels == {
+        "local-dir:/a/y": f"y [{_h8('local-dir:/a/y')}]",
+        "local-dir:/b/y": f"y [{_h8('local-dir:/b/y')}]",
+        "clip": "clip",
+    }
+    assert backbones.display_names(["local-dir:/a/clip_vit", "biomedclip"]) == {
+        "local-dir:/a/clip_vit": "clip_vit",
+        "biomedclip": "biomedclip",
+    }
+
+
+def test_slug_refuses_an_empty_name():
+    for bad in ("", "   ", None):
+        with pytest.raises(ValueError, match="non-empty string"):
+            backbones.slug(bad)
+
+
+def test_demo_names_keep_the_committed_metrics_file_names():
+    """results/demo/metrics/*.json are committed (``<NN>_<name>.json``): the slug rule must not move them."""
+    committed = sorted(p.name for p in (REPO_ROOT / "results" / "demo" / "metrics").glob("*.json"))
+    assert {"02_demo.json", "02_demo-random.json", "03_multitask.json"} <= set(committed)
+    for name in committed:
+        number, stem = name.removesuffix(".json").split("_", 1)
+        assert f"{number}_{backbones.slug(stem)}.json" == name  # slug leaves every demo name as it is
+    for plain in ("demo", "demo-random", "demo-general", "multitask", "clip", "biomedclip"):
+        assert backbones.slug(plain) == plain
+    assert backbones.slug("demo+multitask") == "demo_multitask"  # the projected embeddings' cache file
+
+
+def test_how_to_fix_suggests_a_slug_folder_for_the_export():
+    msg = backbones._how_to_fix("hf-hub:org/m", "hf-hub:org/m")
+    assert f"models/m-{_h8('hf-hub:org/m')}" in msg

@@ -52,6 +52,9 @@ def test_derived_fields_follow_their_source_and_cannot_be_set():
         ({"loss": {"w_bcee": 1.0}}, "did you mean w_bce?"),
         ({"eval": {"ks": [1, 5]}}, "train.monitor key 'i2t_mAP@10_label' needs K=10 in eval.ks"),
         ({"phantom": {"normal_rate": 1.5}}, "phantom.normal_rate must be a finite number >= 0.0 and <= 1.0"),
+        ({"eval": {"also_finetune": ["clip"]}}, "eval.also_finetune lists 'clip': each entry must be one of"),
+        ({"eval": {"also_finetune": ["demo"]}}, "other than eval.finetune ('demo')"),
+        ({"eval": {"also_finetune": ["demo-random", "demo-random"]}}, "lists a backbone twice"),
     ],
 )
 def test_bad_values_name_the_setting_and_what_is_accepted(values, says):

@@ -195,6 +195,69 @@ def test_iu_xray_openi_end_to_end(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(load_manifest(prep.manifest_path, require_split=True), df)
 
 
+def test_iu_xray_lateral_drops_reach_the_prepare_result(tmp_path: Path) -> None:
+    """What notebook 01 prints: ``prep.lateral_dropped`` (table → images dropped as lateral) and
+    ``prep.views_unknown`` (kept images without a view, by reason); both also rows of the accounting table."""
+    root = fixtures.build_openi_folders(tmp_path / "iu_xray")
+    fixtures.write_dicom_metadata(root / "nlmcxr_dicom_metadata.csv.gz")
+    with pytest.warns(UserWarning, match="2 of 4 images"):
+        prep = prepare_dataset(
+            DataConfig("iu_xray", str(root), image_size=SIZE), tmp_path / "work", progress=False
+        )
+    prep.accounting.check()
+    assert len(prep.manifest) == 4
+    assert prep.lateral_dropped == {"nlmcxr_dicom_metadata.csv.gz": 1}
+    assert prep.views_unknown == {
+        "view unknown: image not in nlmcxr_dicom_metadata.csv.gz": 1,
+        "view unknown: no usable view value in nlmcxr_dicom_metadata.csv.gz": 1,
+    }
+    table = prep.accounting.to_frame().set_index("step")["rows"]
+    assert table["dropped: lateral view (from nlmcxr_dicom_metadata.csv.gz)"] == -1
+    assert table["kept, of which: view unknown: image not in nlmcxr_dicom_metadata.csv.gz"] == 1
+    assert set(prep.manifest["view"]) == {"PA", "AP", "UNKNOWN"}
+
+
+def test_prepare_without_view_tables_reports_no_lateral_drops(tmp_path: Path) -> None:
+    prep = _prepare(tmp_path / "work")
+    assert prep.lateral_dropped == {} and prep.views_unknown == {}
+
+
+@pytest.mark.parametrize("source", ["findings+impression", "impression", "findings", "longest"])
+def test_phantom_text_source(tmp_path: Path, source: str) -> None:
+    """The phantom (synthetic) takes data.text_source too; the default leaves the generated text as it is."""
+    from cxrlib.data.phantom import generate_corpus
+    from cxrlib.data.reports import compose_text, fallback_note
+
+    df, acc = load_dataset(
+        DataConfig(image_size=SIZE, text_source=source),
+        tmp_path / "work",
+        PhantomConfig(n_patients=N_PATIENTS),
+        progress=False,
+    )
+    acc.check()
+    f, i = df["findings"], df["impression"]
+    want = {
+        "findings+impression": [compose_text(a, b) for a, b in zip(f, i, strict=True)],
+        "impression": i.where(i != "", f).tolist(),
+        "findings": f.where(f != "", i).tolist(),
+        "longest": [b if len(b) > len(a) else a for a, b in zip(f, i, strict=True)],
+    }[source]
+    assert df["text"].tolist() == want
+    if source in ("impression", "findings"):
+        assert acc.noted.get(fallback_note(source), 0) == int((df[source] == "").sum())
+    if source == "findings+impression":
+        generated = generate_corpus(tmp_path / "again", PhantomConfig(n_patients=N_PATIENTS), image_size=SIZE)
+        assert df["text"].tolist() == generated["text"].tolist()
+    else:  # the option changes what is embedded
+        assert (df["text"] != [compose_text(a, b) for a, b in zip(f, i, strict=True)]).any()
+
+
+def test_csv_text_source_is_set_once(tmp_path: Path) -> None:
+    opts = {"path": str(tmp_path / "x.csv"), "image_col": "p", "report_col": "r", "label_col": "l"}
+    with pytest.raises(ValueError, match="set it once, as data.text_source"):
+        load_dataset(DataConfig("csv", csv_options={**opts, "text_source": "impression"}), tmp_path / "work")
+
+
 def test_mimic_keeps_the_official_split(tmp_path: Path) -> None:
     root = fixtures.build_mimic(tmp_path / "mimic_cxr")
     prep = prepare_dataset(

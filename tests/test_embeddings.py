@@ -218,6 +218,54 @@ def test_embedding_key_fields():
 
 
 # --------------------------------------------------------------------------------------------------------
+# a cache at another side than the tower's: the resized copy
+# --------------------------------------------------------------------------------------------------------
+def test_prepare_images_from_the_resized_copy_is_byte_identical(world, tmp_path):
+    bb, manifest = world["bb"], world["manifest"]
+    build_image_cache(manifest, tmp_path / "img48", 48, progress=False)
+    big = ImageCache.open(tmp_path / "img48", 48)
+    ids = manifest["image_id"].tolist()
+    on_the_fly = bb.prepare_images(torch.from_numpy(big.get(ids)))
+    resized = big.resized(SIZE)
+    from_copy = bb.prepare_images(torch.from_numpy(resized.get(ids)))
+    assert on_the_fly.shape == (len(ids), 3, SIZE, SIZE)
+    assert from_copy.numpy().tobytes() == on_the_fly.numpy().tobytes()
+    with pytest.raises(ValueError, match="must already be 32 x 32"):
+        bb.prepare_images(torch.zeros(2, 48, 48))
+    with pytest.raises(ValueError, match="dtype torch.float64"):
+        bb.prepare_images(torch.zeros(2, SIZE, SIZE, dtype=torch.float64))
+
+
+def test_extraction_reads_the_resized_copy_and_gives_the_same_embeddings(world, tmp_path, monkeypatch):
+    import cxrlib.data.images as im
+    import cxrlib.embeddings as E
+
+    bb, manifest = world["bb"], world["manifest"]
+    build_image_cache(manifest, tmp_path / "img48", 48, progress=False)
+    big = ImageCache.open(tmp_path / "img48", 48)
+    assert (
+        E.model_input_images(bb, world["cache"]) is world["cache"]
+    )  # the tower's own side: the cache itself
+    source = E.model_input_images(bb, big)
+    assert isinstance(source, im.ResizedImages) and source.size == SIZE
+
+    emb = extract_embeddings(bb, manifest, big, tmp_path / "emb", **KW)
+    with monkeypatch.context() as mp:  # today's path: every batch resized in prepare_images
+        mp.setattr(E, "model_input_images", lambda backbone, cache: cache)
+        ref = extract_embeddings(bb, manifest, big, tmp_path / "emb_ref", **KW)
+    assert emb.meta["key"] == ref.meta["key"]
+    assert emb.image.tobytes() == ref.image.tobytes() and emb.text.tobytes() == ref.text.tobytes()
+
+    # a second extraction (other weights) reads the copy: nothing is resized again
+    def boom(*a, **k):
+        raise AssertionError("resized again")
+
+    monkeypatch.setattr(im, "resize_to_unit", boom)
+    other = extract_embeddings(world["bb_other"], manifest, big, tmp_path / "emb", **KW)
+    assert other.meta["cache_hit"] is False and np.isfinite(other.image).all()
+
+
+# --------------------------------------------------------------------------------------------------------
 # resume, NaN
 # --------------------------------------------------------------------------------------------------------
 def _parts(out: Path) -> Path:
@@ -499,3 +547,39 @@ def test_register_and_load_registered(world, tmp_path):
     assert len(load_embeddings(path)) == len(emb)  # the extraction file is untouched
     with pytest.raises(KeyError, match="not in these embeddings"):
         emb.select(["no-such-id"])
+
+
+# --------------------------------------------------------------------------------------------------------
+# file names: the project's one slug rule (cxrlib.backbones.slug)
+# --------------------------------------------------------------------------------------------------------
+def test_cache_file_names_use_the_slug_and_keep_bundles_apart(tmp_path):
+    from cxrlib.backbones import slug
+
+    key = "0123456789abcdef"
+    assert embeddings_path(tmp_path, "demo", key) == tmp_path / f"demo-{key}.safetensors"
+    assert embeddings_path(tmp_path, "demo-random", key).name == f"demo-random-{key}.safetensors"
+    a, b = "local-dir:/exports/clip/y", "local-dir:/exports/biomedclip/y"  # two bundle folders named y
+    pa, pb = embeddings_path(tmp_path, a, key), embeddings_path(tmp_path, b, key)
+    assert pa != pb and pa.parent == pb.parent == tmp_path  # no folders made out of the name's '/'
+    h = hashlib.sha256(a.encode()).hexdigest()[:8]
+    assert pa.name == f"y-{h}-{key}.safetensors" == f"{slug(a)}-{key}.safetensors"
+    assert ":" not in pa.name and " " not in embeddings_path(tmp_path, "local-dir:/a b/c", key).name
+
+
+def test_registered_projections_are_saved_under_the_slug(tmp_path):
+    rng = np.random.default_rng(0)
+    emb = Embeddings(
+        rng.normal(size=(3, 4)).astype(np.float32),
+        rng.normal(size=(3, 4)).astype(np.float32),
+        np.array(["a", "b", "c"], dtype=object),
+        {"manifest_hash": "m"},
+    )
+    tuned = "local-dir:/exports/biomedclip/y+multitask"
+    p1 = register_embeddings(tmp_path, tuned, emb)
+    p2 = register_embeddings(tmp_path, "local-dir:/exports/clip/y+multitask", emb)
+    assert p1 != p2 and p1.parent == p2.parent == tmp_path and ":" not in p1.name
+    assert p1.name.startswith("y_multitask-") and p1.suffix == ".safetensors"
+    assert register_embeddings(tmp_path, "demo+multitask", emb).name == "demo_multitask.safetensors"
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert index[tuned]["file"] == p1.name  # the full name is the registry key
+    assert load_registered(tmp_path, tuned).image.tobytes() == emb.image.tobytes()

@@ -169,6 +169,31 @@ def test_ablation_runs_summary_and_comparison_with_the_backbone():
     assert all("i2t_R@5" in line and "t2i_R@5" not in line for line in lines[:4])
 
 
+def test_ablation_reuses_a_given_result_with_the_same_fingerprint_and_nothing_else(monkeypatch):
+    import cxrlib.evaluation as ev
+    from cxrlib.training import train_projector
+
+    rows = _rows(80)
+    train, val, test = embedding_sets(rows, _space(rows), ("train", "val", "test"))
+    proj = ProjectorConfig(in_dim=8, out_dim=8, hidden_dim=8, depth=1)
+    tc = TrainConfig(epochs=2, batch_size=8, patience=None, eval_ks=(1, 5, 10))
+    kw = {"seeds": [0, 1], "keys": ["i2t_R@5", "t2i_R@5"], "ks": [1, 5], "progress": False}
+    fresh = run_loss_ablation(train, val, test, proj, LossConfig(), tc, **kw)
+    # notebook 03's main training: "all three" with seed 0; another seed's run must not stand in for seed 1
+    main = train_projector(train, val, proj, LossConfig(), tc, progress=False)
+    other = train_projector(train, val, proj, LossConfig(), tc.replace(seed=7), progress=False)
+    calls = []
+
+    def counted(*a, **k):
+        calls.append(a[3:5])
+        return train_projector(*a, **k)
+
+    monkeypatch.setattr(ev, "train_projector", counted)
+    reused = run_loss_ablation(train, val, test, proj, LossConfig(), tc, reuse=[main, other], **kw)
+    pd.testing.assert_frame_equal(reused, fresh, check_exact=True)
+    assert len(calls) == 7 and (LossConfig(), tc) not in calls  # 8 runs, the one given was not trained again
+
+
 def test_token_lengths_count_what_the_tokenizer_would_cut():
     from open_clip.tokenizer import SimpleTokenizer
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
 from cxrlib.config import ConfigError, LossConfig, ProjectorConfig
-from cxrlib.losses import CompositeLoss, SupConLoss, balanced_pos_weight
+from cxrlib.losses import CompositeLoss, SupConLoss, balanced_pos_weight, clip_loss
 from cxrlib.projector import MultiTaskProjector
 
 
@@ -114,6 +114,33 @@ def test_clip_term_matches_open_clip_and_loop_reference() -> None:
     assert float(got.detach()) == pytest.approx(
         reference_clip(outputs["image"], outputs["text"], 20.0), rel=1e-5
     )
+
+
+@pytest.mark.parametrize(("b", "d", "scale"), [(2, 3, 1.0), (7, 16, 14.3), (64, 32, 100.0)])
+def test_clip_loss_is_open_clips_value_and_gradients_bit_for_bit(b: int, d: int, scale: float) -> None:
+    g = torch.Generator().manual_seed(b * 1000 + d)
+    img = F.normalize(torch.randn(b, d, generator=g), dim=1)
+    txt = F.normalize(img + 0.7 * torch.randn(b, d, generator=g), dim=1)
+    grads = []
+    for fn in (clip_loss, ClipLoss()):
+        i, t = img.clone().requires_grad_(True), txt.clone().requires_grad_(True)
+        theta = torch.tensor(math.log(scale), requires_grad=True)
+        value = fn(i, t, theta.exp())
+        value.backward()
+        grads.append((value.detach(), i.grad, t.grad, theta.grad))
+    for ours, theirs in zip(*grads, strict=True):
+        assert ours.dtype == theirs.dtype and ours.numpy().tobytes() == theirs.numpy().tobytes()
+    # and a different input changes the value (the comparison above can fail)
+    assert float(clip_loss(img, txt.roll(1, dims=0), scale)) != float(grads[0][0])
+
+
+def test_losses_module_does_not_import_open_clip() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, cxrlib.losses, cxrlib.training, cxrlib.evaluation; print('open_clip' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_clip_logit_scale_default_learnable_and_clamped() -> None:

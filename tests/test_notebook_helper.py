@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import matplotlib
@@ -44,8 +45,9 @@ def test_writers_prefix_the_notebook_and_say_synthetic(results_in_tmp):
     md = nb.write_table("t", df.round(1), "Caption", csv=df)
     assert md.name == "02_t.md" and md.read_text().startswith("Caption (SYNTHETIC data)\n\n|")
     assert "1.23456" in (nb.tables / "02_t.csv").read_text() and "1.23456" not in md.read_text()
-    assert nb.write_metrics("local-dir:/a/b", {"k": 1}).name == "02_local-dir__a_b.json"
-    assert json.loads((nb.metrics / "02_local-dir__a_b.json").read_text()) == {"k": 1}
+    h = hashlib.sha256(b"local-dir:/a/b").hexdigest()[:8]
+    assert nb.write_metrics("local-dir:/a/b", {"k": 1}).name == f"02_b-{h}.json"  # backbones.slug
+    assert json.loads((nb.metrics / f"02_b-{h}.json").read_text()) == {"k": 1}
     fig = plt.figure()
     assert nb.save_figure(fig, "f") is None and (nb.figures / "02_f.png").stat().st_size > 0
 
@@ -62,3 +64,46 @@ def test_warnings_are_printed_recorded_and_cleared(results_in_tmp, capsys):
     assert "## ⚠ Warnings" in summary and "- notebook 02: WARNING: x looks random" in summary
     nb.warn([])
     assert not path.exists()
+
+
+def test_metrics_and_checkpoint_paths_follow_the_one_slug_rule(results_in_tmp):
+    from cxrlib.backbones import slug
+
+    nb = notebook.start_notebook("03", "demo")
+    # the demo's committed file names do not move
+    assert nb.write_metrics("demo", {}).name == "03_demo.json"
+    assert nb.write_metrics("multitask", {}).name == "03_multitask.json"
+    assert nb.checkpoint_dir("demo") == nb.work_dir / "checkpoints" / "demo-multitask"
+    # two bundles named y: separate files and folders, each directly under its parent, no ':' anywhere
+    a, b = "local-dir:/exports/clip/y", "local-dir:/exports/biomedclip/y"
+    ma, mb = nb.write_metrics(a, {"n": 1}), nb.write_metrics(b, {"n": 2})
+    assert ma != mb and ma.parent == mb.parent == nb.metrics and ":" not in ma.name + mb.name
+    assert json.loads(ma.read_text()) == {"n": 1} and json.loads(mb.read_text()) == {"n": 2}
+    ca, cb = nb.checkpoint_dir(a), nb.checkpoint_dir(b)
+    assert ca != cb and ca.parent == cb.parent == nb.work_dir / "checkpoints"
+    assert ca.name == f"{slug(a)}-multitask" and ":" not in ca.name
+
+
+def test_labels_and_relabel_give_short_unique_row_labels(results_in_tmp):
+    a, b = "local-dir:/exports/clip/y", "local-dir:/exports/biomedclip/y"
+    c = "hf-hub:org/biomedclip-tiny"
+    nb = notebook.start_notebook("02", "demo", {"eval": {"backbones": [a, b, c], "finetune": c}})
+    ha, hb = (hashlib.sha256(n.encode()).hexdigest()[:8] for n in (a, b))
+    assert nb.labels == {
+        a: f"y [{ha}]",
+        b: f"y [{hb}]",
+        c: "biomedclip-tiny",
+        f"{c}+multitask": "biomedclip-tiny+multitask",
+    }
+    assert nb.label(c) == "biomedclip-tiny" and nb.label("demo") == "demo"
+    assert list(nb.relabel({a: 1, c: 2, "chance": 3})) == [f"y [{ha}]", "biomedclip-tiny", "chance"]
+    df = pd.DataFrame(
+        {"x": [1, 2, 3]}, index=pd.MultiIndex.from_tuples([(a, "all"), (b, "all"), (c, "normal")])
+    )
+    out = nb.relabel(df)
+    assert list(out.index) == [(f"y [{ha}]", "all"), (f"y [{hb}]", "all"), ("biomedclip-tiny", "normal")]
+    assert list(out["x"]) == [1, 2, 3] and list(df.index.get_level_values(0)) == [a, b, c]  # input unchanged
+    with pytest.raises(TypeError, match="relabel takes"):
+        nb.relabel([a])
+    demo = notebook.start_notebook("02", "demo")
+    assert demo.relabel({"demo-random": 1, "demo": 2}) == {"demo-random": 1, "demo": 2}  # demo rows unchanged

@@ -414,17 +414,27 @@ def test_findings_table_counts(corpus: pd.DataFrame, tmp_path: Path) -> None:
 
 
 def test_plot_finding_examples_writes_the_figure(corpus: pd.DataFrame, tmp_path: Path) -> None:
-    for per_finding in (2, 1):  # 1: a single column (a 1-D axes array before the fix)
+    from figure_checks import layout_problems
+
+    for per_finding in (2, 1):  # 1: a single column per finding
         out = tmp_path / "figs" / f"01_examples_{per_finding}.png"
         fig = plot_finding_examples(corpus, out, per_finding=per_finding, seed=0)
         try:
             assert out.is_file() and out.stat().st_size > 10_000
             with Image.open(out) as im:
-                assert im.size[1] > im.size[0]  # 8 rows of examples, tall
+                assert im.size[0] > 0 and im.size[1] > 0
             shown = [ax for ax in fig.axes if ax.images]
             assert len(shown) == per_finding * (1 + len(FINDINGS))
+            # slide-readable: two findings per row, every text >= 9 pt, nothing overlapping
+            assert layout_problems(fig) == []
+            assert fig.get_size_inches()[0] <= 14.5
+            heads = [t.get_text() for ax in fig.axes for t in ax.texts if t.get_fontweight() == "bold"]
+            assert sum(h == "normal" for h in heads) == per_finding
+            assert any(h.startswith("pleural_effusion:") for h in heads)
         finally:
             plt.close(fig)
+    with pytest.raises(ValueError, match="findings_per_row"):
+        plot_finding_examples(corpus, tmp_path / "x.png", findings_per_row=0)
 
 
 def test_render_speed_reports_images_per_second() -> None:

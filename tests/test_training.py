@@ -22,6 +22,7 @@ from cxrlib.training import (
     build_optimizer,
     build_scheduler,
     load_checkpoint,
+    run_fingerprint,
     save_checkpoint,
     train_projector,
 )
@@ -107,6 +108,50 @@ def test_lr_schedule_warmup_then_cosine_to_zero() -> None:
     assert all(a >= b for a, b in zip(lrs[8:], lrs[9:], strict=False))
     assert lrs[19] == pytest.approx(0.5 * (1 + math.cos(math.pi * 11 / 12)))
     assert [g["weight_decay"] for g in opt.param_groups] == [cfg.weight_decay, 0.0]
+
+
+def test_foreach_adamw_updates_are_the_bits_of_the_one_tensor_loop() -> None:
+    cfg = TrainConfig(lr=1e-2, weight_decay=0.1)
+    weights = []
+    for foreach in (True, False):
+        torch.manual_seed(0)
+        model = MultiTaskProjector(PROJ)
+        opt = build_optimizer(model, torch.nn.Linear(1, 1), cfg)  # type: ignore[arg-type]
+        assert opt.defaults["foreach"] is True
+        if not foreach:  # the reference: torch's default on CPU, one parameter at a time
+            groups = [{"params": gr["params"], "weight_decay": gr["weight_decay"]} for gr in opt.param_groups]
+            opt = torch.optim.AdamW(groups, lr=cfg.lr, foreach=False)
+            assert all(gr["foreach"] is False for gr in opt.param_groups)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(5):
+            for q in model.parameters():
+                q.grad = torch.randn(q.shape, generator=g)
+            opt.step()
+        weights.append([q.detach().clone() for q in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
+    assert not torch.equal(weights[0][0], MultiTaskProjector(PROJ).state_dict()["heads.shared.mlp.0.weight"])
+
+
+def test_run_fingerprint_names_data_and_configs(data, trained) -> None:
+    train, val = data
+    fp = run_fingerprint(train, val, PROJ, LossConfig(), FAST)
+    assert trained.fingerprint == fp and len(fp) == 64
+    copy = EmbeddingSet(train.image.copy(), train.text.copy(), train.labels.copy(), name="other name")
+    assert run_fingerprint(copy, val, PROJ, LossConfig(), FAST) == fp  # names and patient ids do not matter
+    nudged = train.image.copy()
+    nudged[3, 5] = np.nextafter(nudged[3, 5], np.float32(2))
+    flipped = train.labels.copy()
+    flipped[0] = 1 - flipped[0]
+    for changed in (
+        run_fingerprint(EmbeddingSet(nudged, train.text, train.labels), val, PROJ, LossConfig(), FAST),
+        run_fingerprint(EmbeddingSet(train.image, train.text, flipped), val, PROJ, LossConfig(), FAST),
+        run_fingerprint(val, train, PROJ, LossConfig(), FAST),
+        run_fingerprint(train, val, dataclasses.replace(PROJ, dropout=0.2), LossConfig(), FAST),
+        run_fingerprint(train, val, PROJ, LossConfig(w_bce=0.5), FAST),
+        run_fingerprint(train, val, PROJ, LossConfig(), dataclasses.replace(FAST, seed=1)),
+        run_fingerprint(train, val, PROJ, LossConfig(), dataclasses.replace(FAST, device="cuda")),
+    ):
+        assert changed != fp
 
 
 def test_same_seed_is_bit_identical(data) -> None:

@@ -18,11 +18,12 @@ import pytest  # noqa: E402
 from embedding_fixtures import clusters as _clusters  # noqa: E402
 from embedding_fixtures import paired as _paired  # noqa: E402
 from embedding_fixtures import unit as _unit  # noqa: E402
+from figure_checks import layout_problems  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from cxrlib import viz  # noqa: E402
 from cxrlib.metrics import metrics_table  # noqa: E402
-from cxrlib.viz.galleries import _BAD, _GOOD  # noqa: E402
+from cxrlib.viz.galleries import _BAD, _GOOD, plot_example_grid  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -393,3 +394,123 @@ def test_plot_metric_bars_names_a_missing_column() -> None:
     numbers = pd.DataFrame({"i2t_R@1": [0.1]}, index=["m"])
     with pytest.raises(KeyError, match="t2i_R@1"):
         viz.plot_metric_bars(numbers, ["i2t_R@1", "t2i_R@1"])
+
+
+# --------------------------------------------------------------------------------------------------
+# slide readability: no overlapping texts, no text over another panel's image, every text >= 9 pt
+# --------------------------------------------------------------------------------------------------
+def _history(n_epochs: int = 12) -> pd.DataFrame:
+    e = np.arange(n_epochs + 1, dtype=float)
+    rows = {"epoch": e}
+    for t in ("bce", "supcon", "clip"):
+        rows[f"train_{t}"] = np.r_[np.nan, 1.0 / (1 + e[1:])]
+        rows[f"val_{t}"] = 1.1 / (1 + e)
+    for k in ("i2t_R@5", "t2i_R@5", "i2t_mAP@10_label", "t2i_mAP@10_label"):
+        rows[k] = 0.3 + 0.02 * np.sqrt(e)
+    return pd.DataFrame(rows)
+
+
+def _ablation() -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    from cxrlib.evaluation import summarize_ablation
+
+    keys = ["i2t_R@10", "t2i_R@10", "i2t_mAP@10_label", "t2i_mAP@10_label"]
+    rng = np.random.default_rng(0)
+    names = ["CLIP only", "CLIP + BCE", "CLIP + SupCon", "all three"]
+    runs = pd.DataFrame(
+        [
+            {"config": n, "seed": s, **{k: float(rng.uniform(0.2, 0.9)) for k in keys}}
+            for n in names
+            for s in (0, 1, 2)
+        ]
+    )
+    return runs, summarize_ablation(runs, keys)[0], keys
+
+
+def _slide_figures():
+    """Every figure function of the notebooks on small constructed inputs, with realistic text lengths."""
+    img, txt, texts, labels, ids, _ = _aligned_toy()
+    long_texts = [
+        t + " The cardiomediastinal silhouette is within normal limits. No pleural effusion." * 3
+        for t in texts
+    ]
+    q = viz.pick_queries(labels, ids, 2)
+    runs, summary, keys = _ablation()
+    results = {
+        m: {"i2t_R@1": 0.1 * (j + 1), "t2i_R@1": 0.2 * (j + 1)}
+        for j, m in enumerate(("demo-random", "demo", "demo+multitask"))
+    }
+    numbers, _ = metrics_table(results, ["i2t_R@1", "t2i_R@1"])
+    heads = ["normal", "abnormal (cardiomegaly, pleural_effusion)", "abnormal (pneumothorax)"] * 2
+    return {
+        "training_curves": lambda: viz.plot_training_curves(
+            _history(), 6, (1, 5, 10), "Projector training (SYNTHETIC data)"
+        ),
+        "ablation": lambda: viz.plot_ablation(
+            runs, summary, keys, "Loss ablation: bars = mean, dots = seeds (SYNTHETIC data)"
+        ),
+        "bars": lambda: viz.plot_metric_bars(
+            numbers, ["i2t_R@1", "t2i_R@1"], title="test split (SYNTHETIC data)"
+        ),
+        "i2t_gallery": lambda: viz.plot_i2t_gallery(
+            viz.i2t_gallery(q, img, txt, long_texts, labels, k=5, ids=ids), _thumbs(len(q))
+        ),
+        "t2i_gallery": lambda: viz.plot_t2i_gallery(
+            viz.t2i_gallery(q, img, txt, labels, k=5, ids=ids),
+            [long_texts[i] for i in q],
+            lambda r: _thumbs(len(r)),
+        ),
+        "example_grid": lambda: plot_example_grid(
+            list(_thumbs(6)), heads, long_texts[:6], title="phantom: test examples (SYNTHETIC)", max_lines=7
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", list(_slide_figures()))
+def test_figures_are_readable_at_slide_size(name: str) -> None:
+    fig = _slide_figures()[name]()
+    assert layout_problems(fig) == [], name
+    width, height = fig.get_size_inches()
+    assert width <= 14.5, f"{name} is {width:.1f} in wide: too wide for a slide at 9 pt"
+
+
+def test_layout_check_catches_the_old_overlapping_titles() -> None:
+    """The check can fail: titles set on a tight image grid (the old notebook-01 figure) and 7.5 pt text."""
+    fig, axes = plt.subplots(2, 3, figsize=(12, 9))
+    for ax in axes.ravel():
+        ax.imshow(np.zeros((8, 8)), cmap="gray")
+        ax.set_axis_off()
+        ax.set_title(
+            "abnormal\n" + "\n".join(["No pleural effusion or pneumothorax."] * 7), fontsize=9, loc="left"
+        )
+    fig.suptitle("examples")
+    fig.tight_layout()
+    assert any("runs into an image panel" in p for p in layout_problems(fig))
+    fig2, ax2 = plt.subplots()
+    ax2.set_title("small", fontsize=7.5)
+    assert any("7.5 pt" in p for p in layout_problems(fig2))
+    fig3, ax3 = plt.subplots()
+    ax3.text(0.5, 0.5, "one text here")
+    ax3.text(0.52, 0.5, "another text")
+    assert any("texts overlap" in p for p in layout_problems(fig3))
+
+
+def test_plot_example_grid_layout_and_errors(tmp_path) -> None:
+    out = tmp_path / "grid.png"
+    images = [_thumbs(1)[0], None, _thumbs(1, seed=2)[0]]
+    fig = plot_example_grid(images, ["a", "b", "c"], ["x " * 200, "", "short"], out, ncols=2, max_lines=3)
+    _png_ok(out)
+    assert len([ax for ax in fig.axes if ax.images]) == 2  # the None panel stays empty
+    bodies = [
+        t.get_text()
+        for ax in fig.axes
+        for t in ax.texts
+        if "\n" in t.get_text() or t.get_text().endswith("…")
+    ]
+    assert bodies and bodies[0].count("\n") == 2 and bodies[0].endswith("…")  # 3 lines, cut with …
+    assert layout_problems(fig) == []
+    with pytest.raises(ValueError, match="one entry per panel"):
+        plot_example_grid(images, ["a"], ["x"])
+    with pytest.raises(ValueError, match="at least one image"):
+        plot_example_grid([], [], [])
+    with pytest.raises(ValueError, match="ncols"):
+        plot_example_grid(images, ["a", "b", "c"], ["", "", ""], ncols=0)

@@ -4,7 +4,10 @@ Every column is named explicitly by the caller (see :func:`load_csv`). Rules:
 
 - text: either one free-text ``report_col`` — split with :func:`~cxrlib.data.reports.extract_sections`
   when it has ``FINDINGS:``/``IMPRESSION:`` headers, otherwise the whole cleaned report is the findings —
-  or a pair ``(findings_col, impression_col)``; then :func:`~cxrlib.data.reports.compose_text`.
+  or a pair ``(findings_col, impression_col)``; then :func:`~cxrlib.data.reports.select_text` for
+  ``text_source`` (default ``"findings+impression"``: both sections; ``"impression"``/``"findings"`` fall back
+  to the other section when theirs is empty, noted in the accounting; ``"longest"``). A free-text report
+  without headers counts as FINDINGS, so ``"impression"`` falls back to it (noted).
 - label: the label cell, stripped and lower-cased (a number such as ``0.0`` read as ``0``), is normal (0)
   when it is in ``normal_values`` and abnormal (1) when it is in ``abnormal_values``; anything else
   (blank included) is unparseable and the row is skipped.
@@ -39,7 +42,7 @@ from pathlib import Path
 import pandas as pd
 
 from cxrlib.data.manifest import COLUMNS, Accounting, empty_manifest, join_tags, validate_manifest
-from cxrlib.data.reports import clean_text, compose_text, extract_sections
+from cxrlib.data.reports import DEFAULT_TEXT_SOURCE, clean_text, extract_sections, select_text
 from cxrlib.paths import relative_to_repo, resolve
 
 __all__ = ["load_csv"]
@@ -128,17 +131,20 @@ def load_csv(
     abnormal_values: Sequence[str] = ("abnormal", "1", "true", "yes"),
     blank_patient: str = "refuse",
     encoding: str = "utf-8",
+    text_source: str = DEFAULT_TEXT_SOURCE,
 ) -> tuple[pd.DataFrame, Accounting]:
     """Read a CSV of image–report pairs into a manifest (rules in the module docstring).
 
     ``report_col`` is one column name (a free-text report) or a ``(findings_col, impression_col)`` pair.
     A named column that the CSV lacks raises ``ValueError`` listing the CSV's actual columns.
     ``blank_patient``: ``"refuse"`` (default: blank ids in ``patient_col`` raise ``ValueError`` naming the rows)
-    or ``"own_patient"`` (see the module docstring). ``encoding``: the file's text encoding.
+    or ``"own_patient"`` (see the module docstring). ``encoding``: the file's text encoding. ``text_source``:
+    which sections become ``text`` (one of :data:`cxrlib.data.reports.TEXT_SOURCES`).
     Returns ``(manifest, accounting)`` with ``source = "csv"``, rows in CSV order.
     """
     if blank_patient not in BLANK_PATIENT_RULES:
         raise ValueError(f"blank_patient must be one of {BLANK_PATIENT_RULES}, got {blank_patient!r}")
+    select_text("", "", text_source)  # an unknown text_source fails here, before any reading
     path = resolve(path)
     if not path.is_file():
         raise FileNotFoundError(f"CSV {path} not found (see data/README.md, 'Generic CSV')")
@@ -197,7 +203,7 @@ def load_csv(
                 findings, impression = clean_text(report), ""
         else:
             findings, impression = clean_text(rec[text_cols[0]]), clean_text(rec[text_cols[1]])
-        text = compose_text(findings, impression)
+        text, text_note = select_text(findings, impression, text_source)
         if not text:
             acc.drop(R_NO_TEXT, where)
             continue
@@ -253,6 +259,8 @@ def load_csv(
                 "csv_row": k,
             }
         )
+        if text_note:
+            acc.note(text_note, where)
         if not patient:
             blank.append(rows[-1])
     if blank:

@@ -3,6 +3,10 @@
 ``prepare_dataset`` runs the whole data step: load (or generate) the dataset, assign patient-level splits,
 decode the images once into the cache, save the manifest. Every row that does not make it is counted with its
 reason in the returned :class:`~cxrlib.data.manifest.Accounting`.
+
+``data.text_source`` (which report sections become ``text``, :data:`cxrlib.data.reports.TEXT_SOURCES`) is passed
+to every loader; the phantom's ``text`` is re-chosen from its ``findings``/``impression`` columns the same way
+(the default, ``"findings+impression"``, reproduces the generator's ``text`` exactly).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import pandas as pd
 from cxrlib.cache import atomic_path, file_lock, read_stamp, write_json_atomic, write_stamp
 from cxrlib.config import DATASETS, DataConfig, PhantomConfig
 from cxrlib.data.manifest import Accounting, patient_split, save_manifest, validate_manifest
+from cxrlib.data.reports import DEFAULT_TEXT_SOURCE, select_text
 from cxrlib.paths import data_dir as default_data_dir
 
 __all__ = ["DATASETS", "PreparedData", "load_dataset", "prepare_dataset", "manifest_path", "open_prepared"]
@@ -28,9 +33,47 @@ class PreparedData:
     manifest_path: Path
     image_cache_dir: Path
 
+    @property
+    def lateral_dropped(self) -> dict[str, int]:
+        """``{view table file name: images dropped as lateral}`` (IU X-ray with ``frontal_only``; else ``{}``).
+
+        E.g. ``{"nlmcxr_dicom_metadata.csv.gz": 3689}``: the accounting's ``lateral view (from <table>)`` rows.
+        """
+        from cxrlib.data.iu_xray import lateral_drops
+
+        return lateral_drops(self.accounting)
+
+    @property
+    def views_unknown(self) -> dict[str, int]:
+        """Kept images whose view is unknown, by reason (``{"view unknown: image not in <table>": n, ...}``)."""
+        return {r: int(n) for r, n in sorted(self.accounting.noted.items()) if r.startswith("view unknown")}
+
 
 def manifest_path(work_dir: str | Path) -> Path:
     return Path(work_dir) / "manifest.parquet"
+
+
+def _apply_text_source(df: pd.DataFrame, source: str, acc: Accounting) -> pd.DataFrame:
+    """Re-choose ``text`` from a manifest's ``findings``/``impression`` (the phantom); fallbacks are noted.
+
+    The default source gives back the frame unchanged (its ``text`` is ``compose_text`` already). A row left
+    without text (both sections empty) is dropped, counted.
+    """
+    if source == DEFAULT_TEXT_SOURCE:
+        return df
+    chosen = [select_text(f, i, source) for f, i in zip(df["findings"], df["impression"], strict=True)]
+    out = df.copy()
+    out["text"] = [t for t, _ in chosen]
+    for iid, (_, note) in zip(out["image_id"], chosen, strict=True):
+        if note:
+            acc.note(note, iid)
+    empty = out["text"] == ""
+    if empty.any():
+        for iid in out.loc[empty, "image_id"]:
+            acc.drop("no findings or impression", iid)
+        acc.rows_kept -= int(empty.sum())
+        out = out[~empty].reset_index(drop=True)
+    return out
 
 
 def _phantom(work_dir: Path, cfg: PhantomConfig, seed: int, image_size: int, progress: bool) -> pd.DataFrame:
@@ -73,8 +116,8 @@ def load_dataset(
 
     ``data.data_dir`` "" means ``data/<dataset>`` (or ``$CXR_DATA_DIR/<dataset>``). ``data.row_limit`` > 0 keeps
     the first N reports/studies (deterministic, counted as dropped "beyond limit"). ``data.csv_options`` are the
-    keyword arguments of :func:`cxrlib.data.csv_manifest.load_csv` (``path``, ``image_col``, ...). ``phantom``
-    (dataset ``phantom`` only) are the generator's settings.
+    keyword arguments of :func:`cxrlib.data.csv_manifest.load_csv` (``path``, ``image_col``, ...; its
+    ``text_source`` is ``data.text_source``). ``phantom`` (dataset ``phantom`` only) are the generator's settings.
     """
     if not isinstance(data, DataConfig):
         raise TypeError(
@@ -92,16 +135,22 @@ def load_dataset(
             acc.drop("beyond row_limit", n=len(df) - limit)
             acc.rows_kept = limit
             df = df.iloc[:limit]
+        df = _apply_text_source(df, data.text_source, acc)
+        acc.check()
         return df, acc
     if dataset == "iu_xray":
         from cxrlib.data.iu_xray import load_iu_xray
 
-        return load_iu_xray(src, frontal_only=data.frontal_only, limit=limit)
+        return load_iu_xray(src, frontal_only=data.frontal_only, limit=limit, text_source=data.text_source)
     if dataset == "mimic_cxr":
         from cxrlib.data.mimic_cxr import load_mimic_cxr
 
         return load_mimic_cxr(
-            src, uncertain=data.mimic_uncertain, frontal_only=data.frontal_only, limit=limit
+            src,
+            uncertain=data.mimic_uncertain,
+            frontal_only=data.frontal_only,
+            limit=limit,
+            text_source=data.text_source,
         )
     from cxrlib.data.csv_manifest import load_csv
 
@@ -111,6 +160,12 @@ def load_dataset(
             "dataset='csv' needs data.csv_options with at least path, image_col, report_col and label_col "
             "(see cxrlib.data.csv_manifest.load_csv and data/README.md)"
         )
+    if opts.get("text_source", data.text_source) != data.text_source:
+        raise ValueError(
+            f"data.csv_options.text_source={opts['text_source']!r} differs from data.text_source="
+            f"{data.text_source!r}: set it once, as data.text_source (it applies to every dataset)"
+        )
+    opts["text_source"] = data.text_source
     df, acc = load_csv(**opts)
     if limit is not None and len(df) > limit:
         acc.drop("beyond row_limit", n=len(df) - limit)
@@ -154,6 +209,7 @@ def prepare_dataset(
         "aspect": data.aspect,
         "seed": int(seed),
         "split_ratios": [float(r) for r in data.split_ratios],
+        "text_source": data.text_source,
         "rows": len(kept),
     }
     write_json_atomic(work_dir / PREPARED_FILE, record, indent=2)

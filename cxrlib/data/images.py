@@ -44,6 +44,19 @@ naming the file, the ids and the fix when the source no longer gives the recorde
 written under a per-process temporary name and renamed into place, the sidecar atomically, and a build holds
 the lock ``images_<size>_<aspect>.npy.lock`` so that two builds of one cache wait for each other. Sidecars
 from before the row checksums get them on the next build (the ``content_hash`` does not change).
+
+Model-sized copies (:func:`resize_to_unit`, :meth:`ImageCache.resized`, :class:`ResizedImages`)
+----------------------------------------------------------------------------------------------
+A backbone whose input side S differs from the cache's (the demo's 64 px towers read the 224 px cache) sees
+each image as :func:`resize_to_unit` makes it: ``uint8 / 255``, then torch's bicubic interpolation with
+antialiasing to ``S × S``, clamped to ``[0, 1]``. :meth:`ImageCache.resized` computes that once for every row
+and keeps it as float32 in ``images_<size>_<aspect>.at<S>.npy`` beside the cache (with a JSON record of the
+cache's ``content_hash``, S, :data:`RESIZE_RULE`, the torch version and the array's sha256), so every later
+extraction on CPU reads the resized pixels instead of resizing again. The values are the very bytes the resize
+gives (the operation is per image: neither the batch it runs in nor the thread count changes a bit), so
+embeddings made from them are byte-identical to embeddings made by resizing on the fly. A copy whose record
+does not match (another cache content, size, rule or torch version) is rebuilt; one whose bytes do not match
+its sha256 is rebuilt with a :class:`~cxrlib.cache.CacheWarning`.
 """
 
 from __future__ import annotations
@@ -67,11 +80,15 @@ from tqdm.auto import tqdm
 
 from cxrlib.cache import (
     CacheWarning,
+    atomic_path,
     file_lock,
+    read_stamp,
     remove_stale_temps,
     sha256_data,
+    sha256_file,
     temp_path,
     write_json_atomic,
+    write_stamp,
 )
 from cxrlib.data.manifest import Accounting
 from cxrlib.paths import resolve
@@ -79,11 +96,15 @@ from cxrlib.paths import resolve
 __all__ = [
     "ASPECTS",
     "CACHE_FORMAT_VERSION",
+    "RESIZE_RULE",
     "load_image",
     "cache_paths",
     "build_image_cache",
+    "resize_to_unit",
+    "resized_paths",
     "ImageCache",
     "ImageCacheError",
+    "ResizedImages",
 ]
 
 log = logging.getLogger(__name__)
@@ -100,6 +121,11 @@ REASON_TOO_LARGE = "image too large (decompression-bomb limit)"
 
 _OK = "ok"
 _PENDING = "pending"
+
+#: The resize from cache pixels to a model's input side (:func:`resize_to_unit`); part of every resized copy's
+#: record, so changing the operation means a new name here and every copy is rebuilt.
+RESIZE_RULE = "uint8/255, torch bicubic antialias, clamp to [0, 1]"
+_RESIZED_FORMAT = "cxrlib-resized-images/1"
 
 #: Progress of a running build is written to the sidecar at most this often (seconds), and always when
 #: the build stops (finished, failed or interrupted). A killed process loses at most this much work.
@@ -692,6 +718,16 @@ class ImageCache:
         )
         return out
 
+    def resized(self, size: int, batch_size: int = 256, progress: bool = False) -> ResizedImages:
+        """Every row at side ``size`` as :func:`resize_to_unit` makes it, computed once and kept on disk.
+
+        Opens ``images_<S0>_<aspect>.at<size>.npy`` beside this cache when its record matches this cache's
+        ``content_hash``, ``size``, :data:`RESIZE_RULE` and the torch version and its bytes match the recorded
+        sha256; otherwise (re)builds it, ``batch_size`` rows at a time, under the lock of that file. ``size``
+        must differ from the cache's own side (read the cache itself then). See the module docstring.
+        """
+        return _resized(self, size, batch_size, progress)
+
     def get(self, image_ids: Sequence[str]) -> np.ndarray:
         """``(n, size, size)`` uint8 images for ``image_ids`` (in the order given)."""
         if isinstance(image_ids, str):
@@ -705,3 +741,165 @@ class ImageCache:
         out = np.empty((idx.size, self.size, self.size), dtype=np.uint8)
         out[order] = self._array[idx[order]]
         return self._verified(idx, out)
+
+
+# --------------------------------------------------------------------------------------------------
+# model-sized copies
+# --------------------------------------------------------------------------------------------------
+def resize_to_unit(images, size: int):
+    """uint8 ``(B, H, W)`` torch tensor -> float32 ``(B, 1, size, size)`` in ``[0, 1]``, on the input's device.
+
+    The pixels are divided by 255; when ``(H, W) != (size, size)`` they are resized with
+    ``torch.nn.functional.interpolate(mode="bicubic", antialias=True)`` and clamped to ``[0, 1]`` (bicubic
+    overshoots). :meth:`cxrlib.backbones.Backbone.prepare_images` and :meth:`ImageCache.resized` both use this
+    function, so their outputs are the same bytes.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if not isinstance(images, torch.Tensor) or images.ndim != 3 or images.dtype != torch.uint8:
+        what = (
+            f"{images.dtype} {tuple(images.shape)}"
+            if isinstance(images, torch.Tensor)
+            else type(images).__name__
+        )
+        raise ValueError(f"resize_to_unit needs a uint8 tensor of shape (B, H, W), got {what}")
+    _check_args(size, "crop")
+    x = images.float().div_(255.0).unsqueeze(1)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(int(size), int(size)), mode="bicubic", antialias=True)
+        x = x.clamp_(0.0, 1.0)
+    return x
+
+
+def resized_paths(cache_npy: str | os.PathLike[str], size: int) -> tuple[Path, Path]:
+    """``(array .npy, record .json)`` of the copy of the image cache ``cache_npy`` at side ``size``."""
+    _check_args(size, "crop")
+    npy = Path(cache_npy)
+    stem = f"{npy.stem}.at{int(size)}"
+    return npy.with_name(f"{stem}.npy"), npy.with_name(f"{stem}.json")
+
+
+@dataclass
+class ResizedImages:
+    """Read access to an :class:`ImageCache` at another side (made by :meth:`ImageCache.resized`).
+
+    Serves float32 ``(n, size, size)`` images in ``[0, 1]`` (the output of :func:`resize_to_unit` without its
+    channel axis) under the same ids and row indices as ``source``; ``content_hash`` is the source's, since the
+    copy is a function of it. ``len()``, ``in``, :meth:`rows`, :meth:`get_rows` and :meth:`get` work as on
+    :class:`ImageCache`.
+    """
+
+    source: ImageCache
+    size: int
+    path: Path
+    _array: np.ndarray = field(repr=False)
+
+    @property
+    def image_ids(self) -> list[str]:
+        return self.source.image_ids
+
+    @property
+    def content_hash(self) -> str:
+        return self.source.content_hash
+
+    @property
+    def aspect(self) -> str:
+        return self.source.aspect
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __contains__(self, image_id: object) -> bool:
+        return image_id in self.source
+
+    def rows(self, image_ids: Sequence[str]) -> np.ndarray:
+        """Row indices for ``image_ids`` (:meth:`ImageCache.rows`)."""
+        return self.source.rows(image_ids)
+
+    def get_rows(self, rows: np.ndarray) -> np.ndarray:
+        """``(n, size, size)`` float32 images at row indices ``rows``, in that order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and rows[-1] - rows[0] == rows.size - 1 and np.all(np.diff(rows) == 1):
+            return np.array(self._array[rows[0] : rows[-1] + 1])
+        return np.array(self._array[rows])
+
+    def get(self, image_ids: Sequence[str]) -> np.ndarray:
+        """``(n, size, size)`` float32 images for ``image_ids`` (in the order given)."""
+        if isinstance(image_ids, str):
+            image_ids = [image_ids]
+        return self.get_rows(self.rows(list(image_ids)))
+
+
+def _resized_record(source: ImageCache, size: int, shape: tuple[int, ...]) -> dict:
+    import torch
+
+    return {
+        "format": _RESIZED_FORMAT,
+        "source": source.path.name,
+        "source_content_hash": source.content_hash,
+        "size": int(size),
+        "rule": RESIZE_RULE,
+        "torch_version": torch.__version__,
+        "shape": [int(v) for v in shape],
+        "dtype": "float32",
+    }
+
+
+def _open_resized(source: ImageCache, size: int, npy: Path, record_path: Path) -> ResizedImages | None:
+    """The copy on disk when its record matches and its bytes match the recorded sha256, else None."""
+    rec = read_stamp(record_path)
+    if rec is None or not npy.exists():
+        return None
+    want = _resized_record(source, size, (source._array.shape[0], size, size))
+    if {k: rec.get(k) for k in want} != want:
+        return None
+    if sha256_file(npy) != rec.get("sha256"):
+        warnings.warn(
+            f"resized image cache {npy} does not match the sha256 recorded when it was written (damaged or "
+            "modified); computing it again",
+            CacheWarning,
+            stacklevel=4,
+        )
+        return None
+    arr = np.load(npy, mmap_mode="r")
+    if arr.shape != tuple(want["shape"]) or arr.dtype != np.float32:
+        return None
+    return ResizedImages(source=source, size=int(size), path=npy, _array=arr)
+
+
+def _resized(source: ImageCache, size: int, batch_size: int, progress: bool) -> ResizedImages:
+    """:meth:`ImageCache.resized`."""
+    import torch
+
+    _check_args(size, "crop")
+    size = int(size)
+    if size == source.size:
+        raise ValueError(
+            f"the image cache {source.path.name} already has side {size}; read it directly (ImageCache.get_rows)"
+        )
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    npy, record_path = resized_paths(source.path, size)
+    found = _open_resized(source, size, npy, record_path)
+    if found is not None:
+        return found
+    with file_lock(npy):  # a concurrent build of the same copy waits here, then opens the result
+        found = _open_resized(source, size, npy, record_path)
+        if found is not None:
+            return found
+        remove_stale_temps(npy)
+        n = int(source._array.shape[0])
+        record = _resized_record(source, size, (n, size, size))
+        with atomic_path(npy) as tmp:
+            out = open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, size, size))
+            for lo in tqdm(range(0, n, batch_size), desc=f"images at {size} px", disable=not progress):
+                rows = np.arange(lo, min(n, lo + batch_size))
+                pixels = torch.from_numpy(source.get_rows(rows))
+                out[lo : lo + len(rows)] = resize_to_unit(pixels, size)[:, 0].numpy()
+            out.flush()
+            del out
+            record["sha256"] = sha256_file(tmp)
+        write_stamp(record_path, record)  # after the array it vouches for
+        log.info("resized image cache %s: %d rows at %d px", npy, n, size)
+        return ResizedImages(source=source, size=size, path=npy, _array=np.load(npy, mmap_mode="r"))

@@ -28,22 +28,38 @@ Rules (the same for both layouts):
   (1). Reports whose major list is empty or ``No Indexing`` have no usable label and are skipped (counted).
 - tags: the heads (text before the first ``/``) of the major terms, lower-cased, ``normal`` left out,
   joined by :func:`~cxrlib.data.manifest.join_tags`.
-- text: :func:`~cxrlib.data.reports.compose_text` (FINDINGS then IMPRESSION, ``XXXX`` removed); a report
-  with neither is skipped (counted).
-- views: layout B maps ``Frontal`` → ``FRONTAL`` and ``Lateral`` → ``LATERAL``. The Open-i XML has **no
-  reliable per-image view** (the caption names the whole study, e.g. "Xray Chest PA and Lateral"), so in
-  layout A ``view = "UNKNOWN"`` unless an ``indiana_projections.csv`` lies in ``data_dir`` (its rows are
-  matched by report number and the ``IM-xxxx-xxxx`` part of the file name). With ``frontal_only=True``
-  and unknown views **all images are kept** and a ``UserWarning`` says how many views are unknown; no
-  image-based guess is made (a lateral view that slips in only adds a second image of the same report).
+- text: :func:`~cxrlib.data.reports.select_text` of the cleaned FINDINGS and IMPRESSION (``XXXX`` removed)
+  for ``text_source`` (default ``"findings+impression"``: both, FINDINGS first); ``findings`` and
+  ``impression`` keep both sections either way. A report with neither is skipped (counted); with
+  ``"impression"``/``"findings"`` a report lacking that section uses the other one (a counted note).
+- views: the Open-i XML has **no reliable per-image view** (the caption names the whole study, e.g. "Xray
+  Chest PA and Lateral"), so views come from a **view table** in ``data_dir`` (:data:`VIEW_TABLES`, in this
+  order of priority):
+
+  1. ``nlmcxr_dicom_metadata.csv.gz`` (or ``.csv``): the DICOM header table that torchxrayvision ships
+     for Open-i; one row per image, keyed by ``imageid`` = the ``parentImage`` id = the PNG file name
+     without ``.png`` (``CXR1_1_IM-0001-3001``); its ``View Position`` ``PA``/``AP`` are kept, ``LATERAL``,
+     ``LL`` and ``RL`` become ``LATERAL``, anything else (blank included) is unknown;
+  2. ``indiana_projections.csv`` (Kaggle): ``Frontal`` → ``FRONTAL``, ``Lateral`` → ``LATERAL``; its file
+     names (``1_IM-0001-4001.dcm.png``) are matched to Open-i ids by report number and the
+     ``IM-xxxx-xxxx`` part. In layout B this file is the image list itself.
+
+  An image takes the view of the first table that has a usable value for it. ``frontal_only=True`` drops
+  ``LATERAL`` images, counted as ``lateral view (from <table>)`` (:func:`lateral_reason`). An image with no
+  usable view stays ``UNKNOWN`` and is **kept** (noted with why: no table, not in the table, no usable value
+  in it); with ``frontal_only=True`` a ``UserWarning`` also says how many; no image-based guess is made (a
+  lateral view that slips in only adds a second image of the same report). A table without its key and
+  view columns is a ``ValueError`` naming the file, its columns and the expected ones.
 - ``limit`` keeps the first ``limit`` reports in numeric id order (deterministic) before any other filter;
   the rest are counted as "beyond limit".
 - accounting (:class:`~cxrlib.data.manifest.Accounting`): rows in = all (report, image) pairs, a report
   without images counting as one row; each dropped row is counted with its reason: unreadable report XML,
   report without images, beyond limit, no findings or impression, no MeSH label, lateral view
-  (``frontal_only``), image file missing, duplicate image id (the first occurrence is kept), image without
+  (from <table>) (``frontal_only``), image file missing, duplicate image id (the first occurrence is kept), image without
   a report (layout B projections whose ``uid`` has no report), duplicate report uid (layout A, a second XML
   with a ``uId`` already seen; layout B, a repeated row of ``indiana_reports.csv``; the first is used).
+  Kept rows changed by a rule are noted (:attr:`~cxrlib.data.manifest.Accounting.noted`): unknown views
+  (with the reason), views taken from a lower-priority table, text fallbacks.
 """
 
 from __future__ import annotations
@@ -57,6 +73,7 @@ import urllib.error
 import urllib.request
 import warnings
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -66,13 +83,18 @@ from tqdm.auto import tqdm
 
 from cxrlib.cache import sha256_file
 from cxrlib.data.manifest import COLUMNS, Accounting, empty_manifest, join_tags, validate_manifest
-from cxrlib.data.reports import clean_text, compose_text
+from cxrlib.data.reports import DEFAULT_TEXT_SOURCE, clean_text, select_text
 from cxrlib.paths import relative_to_repo, resolve
 
 __all__ = [
     "OPENI_BASE_URL",
     "OPENI_FILES",
     "LAYOUT_HELP",
+    "VIEW_TABLES",
+    "DICOM_METADATA_COLUMNS",
+    "R_LATERAL_PREFIX",
+    "lateral_reason",
+    "lateral_drops",
     "parse_report_xml",
     "load_iu_xray",
     "safe_extract",
@@ -87,6 +109,12 @@ OPENI_FILES: tuple[str, ...] = ("NLMCXR_reports.tgz", "NLMCXR_png.tgz")
 
 KAGGLE_REPORTS = "indiana_reports.csv"
 KAGGLE_PROJECTIONS = "indiana_projections.csv"
+DICOM_METADATA = "nlmcxr_dicom_metadata.csv"
+#: View tables looked for in ``data_dir``, first = highest priority (see the module docstring, views).
+VIEW_TABLES: tuple[str, ...] = (DICOM_METADATA + ".gz", DICOM_METADATA, KAGGLE_PROJECTIONS)
+#: The columns read from ``nlmcxr_dicom_metadata.csv[.gz]`` (torchxrayvision's Open-i DICOM header table).
+DICOM_METADATA_COLUMNS: tuple[str, ...] = ("imageid", "View Position")
+PROJECTION_COLUMNS: tuple[str, ...] = ("uid", "filename", "projection")
 _KAGGLE_IMAGE_DIRS = ("images/images_normalized", "images_normalized", "images")
 _OPENI_REPORT_DIRS = ("ecgen-radiology", "extracted/ecgen-radiology", "NLMCXR_reports/ecgen-radiology")
 _OPENI_PNG_DIRS = ("extracted/NLMCXR_png", "NLMCXR_png", "png", "images")
@@ -99,26 +127,48 @@ Expected one of two layouts (see data/README.md, section "IU X-ray"):
        <data_dir>/ecgen-radiology/*.xml  and  <data_dir>/NLMCXR_png/*.png  (CXR1_1_IM-0001-3001.png, ...)
   B) Kaggle copy (raddar/chest-xrays-indiana-university):
        <data_dir>/indiana_reports.csv, <data_dir>/indiana_projections.csv,
-       <data_dir>/images/images_normalized/*.png  (1_IM-0001-4001.dcm.png, ...)"""
+       <data_dir>/images/images_normalized/*.png  (1_IM-0001-4001.dcm.png, ...)
+  Views (layout A): <data_dir>/nlmcxr_dicom_metadata.csv.gz (torchxrayvision) or <data_dir>/indiana_projections.csv"""
 
 R_XML = "report XML unreadable"
 R_NO_IMAGE = "report has no image"
 R_LIMIT = "beyond limit"
 R_NO_TEXT = "no findings or impression"
 R_NO_LABEL = "no MeSH label (empty or 'No Indexing')"
-R_LATERAL = "lateral view (frontal_only=True)"
+R_LATERAL_PREFIX = "lateral view (from "
 R_MISSING = "image file missing"
 R_DUP = "duplicate image id (first kept)"
 R_ORPHAN = "image without a report"
 R_DUP_REPORT = "duplicate report uid (first kept)"
+#: Notes on kept rows whose view stays unknown (the table names are filled in).
+N_VIEW_NO_TABLE = "view unknown: no view table in the data folder"
+N_VIEW_NOT_IN = "view unknown: image not in {tables}"
+N_VIEW_NO_VALUE = "view unknown: no usable view value in {tables}"
+N_VIEW_LOWER = "view from {table} (image not in {tables})"
+
+
+def lateral_reason(table: str) -> str:
+    """The drop reason for a lateral image under ``frontal_only=True``, naming the table the view came from."""
+    return f"{R_LATERAL_PREFIX}{table})"
+
+
+def lateral_drops(acc: Accounting) -> dict[str, int]:
+    """``{view table file name: images dropped as lateral}`` read from an accounting (empty when none)."""
+    return {
+        reason[len(R_LATERAL_PREFIX) : -1]: int(n)
+        for reason, n in sorted(acc.dropped.items())
+        if reason.startswith(R_LATERAL_PREFIX) and reason.endswith(")") and n
+    }
 
 
 @dataclass
 class _Image:
     image_id: str
     path: Path | None  # None: not found on disk
-    view: str
     name: str  # file name, for messages
+    view: str = "UNKNOWN"
+    view_from: str = ""  # the table the view came from ("" = none)
+    view_note: str = ""  # why the view is unknown, or that a lower-priority table gave it ("" = neither)
 
 
 @dataclass
@@ -259,18 +309,118 @@ def _png_index(data_dir: Path) -> dict[str, Path]:
 _IM_RE = re.compile(r"^(?:CXR)?(\d+)(?:_\d+)?_(IM-\d+-\d+)", re.IGNORECASE)
 
 
-def _projection_views(data_dir: Path) -> dict[tuple[str, str], str]:
-    """(report number, ``IM-xxxx-xxxx``) → view from an optional Kaggle projections CSV."""
-    path = data_dir / KAGGLE_PROJECTIONS
-    if not path.exists():
-        return {}
-    proj = _read_csv(path, ("uid", "filename", "projection"))
-    out: dict[tuple[str, str], str] = {}
-    for fname, proj_value in zip(proj["filename"], proj["projection"], strict=True):
-        m = _IM_RE.match(fname)
-        if m:
-            out[(m.group(1), m.group(2).upper())] = _view(proj_value)
-    return out
+def _im_key(name: str) -> tuple[str, str] | None:
+    """(report number, ``IM-xxxx-xxxx``) of an Open-i id or a Kaggle file name; None when it has neither."""
+    m = _IM_RE.match(name.strip())
+    return (m.group(1), m.group(2).upper()) if m else None
+
+
+#: ``View Position`` values of the DICOM headers → manifest view (anything else: unknown).
+_DICOM_VIEWS = {
+    "PA": "PA",
+    "AP": "AP",
+    "LATERAL": "LATERAL",
+    "LL": "LATERAL",
+    "RL": "LATERAL",
+    "LAT": "LATERAL",
+}
+
+
+@dataclass
+class _ViewTable:
+    """One view table: image id → view, by the exact id first, then by (report number, ``IM-xxxx-xxxx``)."""
+
+    name: str  # the file name, as the accounting shows it
+    by_id: dict[str, str] = field(default_factory=dict)
+    by_key: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def add(self, image_id: str, view: str) -> None:
+        self.by_id.setdefault(image_id, view)  # a repeated row: the first is used
+        key = _im_key(image_id)
+        if key is not None:
+            self.by_key.setdefault(key, view)
+
+    def lookup(self, image_id: str) -> str | None:
+        """The image's view (``"UNKNOWN"`` when its row has no usable value), None when it has no row."""
+        if image_id in self.by_id:
+            return self.by_id[image_id]
+        key = _im_key(image_id)
+        return self.by_key.get(key) if key is not None else None
+
+
+def _read_table(path: Path, required: Sequence[str], what: str) -> pd.DataFrame:
+    """A view/report table as strings; missing columns: a ValueError naming the file, found and expected."""
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as exc:
+        raise ValueError(
+            f"{path} cannot be read as a CSV ({type(exc).__name__}: {exc}); expected {what} with columns "
+            f"{list(required)}. Replace the file (see data/README.md, IU X-ray) or remove it."
+        ) from exc
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{path} lacks column(s) {missing}: its columns are {list(df.columns)}, expected {what} with "
+            f"columns {list(required)} (see data/README.md, IU X-ray, views). Fix or remove the file."
+        )
+    return df
+
+
+def _dicom_table(path: Path) -> _ViewTable:
+    df = _read_table(path, DICOM_METADATA_COLUMNS, "torchxrayvision's Open-i DICOM metadata table")
+    table = _ViewTable(path.name)
+    for iid, pos in zip(df["imageid"], df["View Position"], strict=True):
+        iid = iid.strip()
+        for suffix in (".png", ".dcm"):
+            iid = iid[: -len(suffix)] if iid.lower().endswith(suffix) else iid
+        if iid:
+            table.add(iid, _DICOM_VIEWS.get(pos.strip().upper(), "UNKNOWN"))
+    return table
+
+
+def _projection_table(path: Path, proj: pd.DataFrame | None = None) -> _ViewTable:
+    """Kaggle's projections as a view table, keyed by our image id (``CXR1_IM-0001-4001``)."""
+    if proj is None:
+        proj = _read_table(path, PROJECTION_COLUMNS, "Kaggle's IU X-ray projections table")
+    table = _ViewTable(path.name)
+    for uid, fname, value in zip(proj["uid"], proj["filename"], proj["projection"], strict=True):
+        table.add(_kaggle_image_id(uid.strip(), fname.strip()), _view(value))
+    return table
+
+
+def _view_tables(data_dir: Path, proj: pd.DataFrame | None = None) -> list[_ViewTable]:
+    """The view tables found in ``data_dir``, in :data:`VIEW_TABLES` order (one DICOM table: .gz first)."""
+    tables: list[_ViewTable] = []
+    dicom = next((data_dir / n for n in VIEW_TABLES[:2] if (data_dir / n).is_file()), None)
+    if dicom is not None:
+        tables.append(_dicom_table(dicom))
+    if proj is not None or (data_dir / KAGGLE_PROJECTIONS).is_file():
+        tables.append(_projection_table(data_dir / KAGGLE_PROJECTIONS, proj))
+    return tables
+
+
+def _assign_view(img: _Image, tables: Sequence[_ViewTable]) -> None:
+    """Set ``img.view``/``view_from``/``view_note`` from the first table with a usable value."""
+    if not tables:
+        img.view, img.view_note = "UNKNOWN", N_VIEW_NO_TABLE
+        return
+    missed: list[str] = []  # tables without a row for the image
+    blank: list[str] = []  # tables whose row has no usable value
+    for t in tables:
+        v = t.lookup(img.image_id)
+        if v is None:
+            missed.append(t.name)
+        elif v == "UNKNOWN":
+            blank.append(t.name)
+        else:
+            img.view, img.view_from = v, t.name
+            img.view_note = N_VIEW_LOWER.format(table=t.name, tables=" or ".join(missed)) if missed else ""
+            return
+    img.view = "UNKNOWN"
+    if blank:
+        img.view_note = N_VIEW_NO_VALUE.format(tables=" or ".join(blank))
+    else:
+        img.view_note = N_VIEW_NOT_IN.format(tables=" or ".join(missed))
 
 
 def _load_layout_a(data_dir: Path, reports_dir: Path, acc: Accounting) -> list[_Report]:
@@ -280,7 +430,6 @@ def _load_layout_a(data_dir: Path, reports_dir: Path, acc: Accounting) -> list[_
             f"found the IU X-ray reports in {reports_dir} but no PNG images under {data_dir} "
             f"(looked in {', '.join(_OPENI_PNG_DIRS)} and {data_dir} itself).\n{LAYOUT_HELP}"
         )
-    views = _projection_views(data_dir)
     reports: list[_Report] = []
     first_xml: dict[str, str] = {}
     for xml in sorted(reports_dir.glob("*.xml")):
@@ -308,9 +457,7 @@ def _load_layout_a(data_dir: Path, reports_dir: Path, acc: Accounting) -> list[_
         )
         for iid in rec["images"]:
             name = f"{iid}.png"
-            m = _IM_RE.match(iid)
-            view = views.get((m.group(1), m.group(2).upper()), "UNKNOWN") if m else "UNKNOWN"
-            rep.images.append(_Image(iid, pngs.get(name), view, name))
+            rep.images.append(_Image(iid, pngs.get(name), name))
         reports.append(rep)
     return reports
 
@@ -343,9 +490,9 @@ def _kaggle_image_id(uid: str, filename: str) -> str:
     return stem if stem.upper().startswith("CXR") else f"CXR{stem}"
 
 
-def _load_layout_b(data_dir: Path, acc: Accounting) -> list[_Report]:
+def _load_layout_b(data_dir: Path, acc: Accounting) -> tuple[list[_Report], pd.DataFrame]:
     rep = _read_csv(data_dir / KAGGLE_REPORTS, ("uid", "MeSH", "findings", "impression"))
-    proj = _read_csv(data_dir / KAGGLE_PROJECTIONS, ("uid", "filename", "projection"))
+    proj = _read_csv(data_dir / KAGGLE_PROJECTIONS, PROJECTION_COLUMNS)
     image_dir = next((data_dir / d for d in _KAGGLE_IMAGE_DIRS if (data_dir / d).is_dir()), None)
     if image_dir is None:
         raise FileNotFoundError(
@@ -370,15 +517,13 @@ def _load_layout_b(data_dir: Path, acc: Accounting) -> list[_Report]:
     for row in proj.itertuples(index=False):
         uid, fname = str(row.uid).strip(), str(row.filename).strip()
         path = image_dir / fname
-        img = _Image(
-            _kaggle_image_id(uid, fname), path if path.is_file() else None, _view(row.projection), fname
-        )
+        img = _Image(_kaggle_image_id(uid, fname), path if path.is_file() else None, fname)
         if uid not in by_uid:
             acc.rows_in += 1
             acc.drop(R_ORPHAN, f"{fname} (uid {uid})")
             continue
         by_uid[uid].images.append(img)
-    return list(by_uid.values())
+    return list(by_uid.values()), proj
 
 
 # --------------------------------------------------------------------------------------------------
@@ -397,22 +542,27 @@ def load_iu_xray(
     data_dir: str | os.PathLike[str],
     frontal_only: bool = True,
     limit: int | None = None,
+    text_source: str = DEFAULT_TEXT_SOURCE,
 ) -> tuple[pd.DataFrame, Accounting]:
     """Read IU X-ray from ``data_dir`` (layout A or B, see the module docstring) into a manifest.
 
     Returns ``(manifest, accounting)``: the manifest has the columns of
-    :data:`cxrlib.data.manifest.COLUMNS` plus ``indication``, ``comparison`` and ``mesh`` (the raw major
-    terms joined by ``"; "``), ordered by report id then image id; ``split`` is ``""``. A missing
-    ``data_dir`` or one with neither layout raises ``FileNotFoundError`` naming both layouts.
+    :data:`cxrlib.data.manifest.COLUMNS` plus ``indication``, ``comparison``, ``mesh`` (the raw major
+    terms joined by ``"; "``) and ``view_source`` (the view table that gave ``view``, ``""`` when unknown),
+    ordered by report id then image id; ``split`` is ``""``. ``text_source``: one of
+    :data:`cxrlib.data.reports.TEXT_SOURCES`. A missing ``data_dir`` or one with neither layout raises
+    ``FileNotFoundError`` naming both layouts; a view table without its columns raises ``ValueError``.
     """
     data_dir = resolve(data_dir)
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be None or >= 0, got {limit}")
+    select_text("", "", text_source)  # an unknown text_source fails here, before any reading
     if not data_dir.is_dir():
         raise FileNotFoundError(f"IU X-ray folder {data_dir} does not exist.\n{LAYOUT_HELP}")
     acc = Accounting("iu_xray")
     if (data_dir / KAGGLE_REPORTS).exists() and (data_dir / KAGGLE_PROJECTIONS).exists():
-        reports = _load_layout_b(data_dir, acc)
+        reports, proj = _load_layout_b(data_dir, acc)
+        tables = _view_tables(data_dir, proj)
     else:
         elsewhere = any((data_dir / d).is_dir() for d in _OPENI_REPORT_DIRS if not d.startswith("extracted/"))
         _extract_if_needed(data_dir, "NLMCXR_reports.tgz", "", elsewhere)
@@ -421,11 +571,16 @@ def load_iu_xray(
             raise FileNotFoundError(f"no IU X-ray data found in {data_dir}.\n{LAYOUT_HELP}")
         _extract_if_needed(data_dir, "NLMCXR_png.tgz", "NLMCXR_png", bool(_png_index(data_dir)))
         reports = _load_layout_a(data_dir, reports_dir, acc)
+        tables = _view_tables(data_dir)
+    for rep in reports:
+        for img in rep.images:
+            _assign_view(img, tables)
 
     reports.sort(key=lambda r: _id_key(r.report_id))
     rows: list[dict] = []
     seen: set[str] = set()
     unknown_views = 0
+    unknown_why: Counter = Counter()
     for k, rep in enumerate(reports):
         n = max(1, len(rep.images))
         acc.rows_in += n
@@ -436,7 +591,7 @@ def load_iu_xray(
             acc.drop(R_NO_IMAGE, rep.report_id)
             continue
         findings, impression = clean_text(rep.findings), clean_text(rep.impression)
-        text = compose_text(findings, impression)
+        text, text_note = select_text(findings, impression, text_source)
         if not text:
             acc.drop(R_NO_TEXT, rep.report_id, n=n)
             continue
@@ -452,12 +607,18 @@ def load_iu_xray(
                 continue
             seen.add(img.image_id)
             if frontal_only and img.view == "LATERAL":
-                acc.drop(R_LATERAL, img.name)
+                acc.drop(lateral_reason(img.view_from), img.name)
                 continue
             if img.path is None:
                 acc.drop(R_MISSING, img.name)
                 continue
-            unknown_views += img.view == "UNKNOWN"
+            if img.view == "UNKNOWN":
+                unknown_views += 1
+                unknown_why[img.view_note] += 1
+            if img.view_note:
+                acc.note(img.view_note, img.name)
+            if text_note:
+                acc.note(text_note, img.name)
             rows.append(
                 {
                     "image_id": img.image_id,
@@ -475,22 +636,25 @@ def load_iu_xray(
                     "indication": clean_text(rep.indication),
                     "comparison": clean_text(rep.comparison),
                     "mesh": "; ".join(rep.major),
+                    "view_source": img.view_from,
                 }
             )
     acc.rows_kept = len(rows)
     acc.check()
     if frontal_only and unknown_views:
+        why = "; ".join(f"{n} {reason}" for reason, n in sorted(unknown_why.items()))
         msg = (
-            f"IU X-ray: {unknown_views} of {len(rows)} images have no view information (Open-i XML layout "
-            f"without {KAGGLE_PROJECTIONS}); frontal_only=True cannot drop lateral views, so all are kept. "
-            "See data/README.md (IU X-ray, views)."
+            f"IU X-ray: {unknown_views} of {len(rows)} images have no view information ({why}); "
+            "frontal_only=True cannot drop lateral views among them, so they are kept. Put torchxrayvision's "
+            f"{DICOM_METADATA}.gz or Kaggle's {KAGGLE_PROJECTIONS} in {data_dir} "
+            "(see data/README.md, IU X-ray, views)."
         )
         warnings.warn(msg, UserWarning, stacklevel=2)
         log.warning(msg)
     if not rows:
         return validate_manifest(empty_manifest()), acc
     df = pd.DataFrame(rows)
-    df = df[[*COLUMNS, "indication", "comparison", "mesh"]]
+    df = df[[*COLUMNS, "indication", "comparison", "mesh", "view_source"]]
     return validate_manifest(df), acc
 
 

@@ -13,7 +13,8 @@ image_path      str    where the original image is, relative to the repo root wh
 view            str    ``PA``, ``AP``, ``FRONTAL`` (frontal, projection unknown), ``LATERAL``, ``LL`` or ``UNKNOWN``
 findings        str    the FINDINGS section, cleaned (``""`` when the report has none)
 impression      str    the IMPRESSION section, cleaned (``""`` when absent)
-text            str    what the text encoder sees: :func:`cxrlib.data.reports.compose_text` of the two
+text            str    what the text encoder sees: :func:`cxrlib.data.reports.select_text` of the two for
+                       ``data.text_source`` (default: :func:`~cxrlib.data.reports.compose_text`, both)
 label           int    0 = normal, 1 = abnormal (each loader documents its rule in data/README.md)
 tags            str    finding tags joined by ``|`` in sorted order (``""`` when none)
 split           str    ``train``, ``val``, ``test``, ``pretrain`` (phantom only: reserved for the demo

@@ -21,7 +21,9 @@ Rules:
 - views from ``ViewPosition``: ``PA``, ``AP``, ``LATERAL``, ``LL`` as they are, anything else (``AP AXIAL``,
   ``PA LLD``, ``SWIMMERS``, blank, …) → ``UNKNOWN``. ``frontal_only=True`` keeps ``PA`` and ``AP`` only.
 - text: :func:`~cxrlib.data.reports.extract_sections` of the report, then
-  :func:`~cxrlib.data.reports.compose_text` of FINDINGS and IMPRESSION; a report with neither is skipped.
+  :func:`~cxrlib.data.reports.select_text` of FINDINGS and IMPRESSION for ``text_source`` (default
+  ``"findings+impression"``: both); a report with neither is skipped. With ``"impression"``/``"findings"`` a
+  report lacking that section uses the other one, noted in the accounting (kept rows).
 - CheXpert values: ``1.0`` positive, ``0.0`` negative, ``-1.0`` uncertain, blank = not mentioned, read as
   0. The ``uncertain`` policy maps ``-1``: ``"negative"`` (U-zeros), ``"positive"`` (U-ones) or
   ``"exclude"`` (a study with ``-1`` in any finding used for the label is dropped, counted).
@@ -50,7 +52,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlib.data.manifest import COLUMNS, Accounting, empty_manifest, join_tags, validate_manifest
-from cxrlib.data.reports import clean_text, compose_text, extract_sections
+from cxrlib.data.reports import DEFAULT_TEXT_SOURCE, clean_text, extract_sections, select_text
 from cxrlib.paths import relative_to_repo, resolve
 
 __all__ = [
@@ -225,12 +227,15 @@ def load_mimic_cxr(
     frontal_only: bool = True,
     reports_dir: str | os.PathLike[str] | None = None,
     limit: int | None = None,
+    text_source: str = DEFAULT_TEXT_SOURCE,
 ) -> tuple[pd.DataFrame, Accounting]:
     """Read MIMIC-CXR-JPG from ``data_dir`` into a manifest (rules in the module docstring).
 
     Returns ``(manifest, accounting)``; the manifest is ordered by (study_id, dicom_id) and keeps the
-    official split. Raises ``FileNotFoundError`` naming the expected layout when a file is missing.
+    official split. ``text_source``: one of :data:`cxrlib.data.reports.TEXT_SOURCES`. Raises
+    ``FileNotFoundError`` naming the expected layout when a file is missing.
     """
+    select_text("", "", text_source)  # an unknown text_source fails here, before any reading
     if uncertain not in UNCERTAIN_POLICIES:
         raise ValueError(f"uncertain must be one of {UNCERTAIN_POLICIES}, got {uncertain!r}")
     if limit is not None and limit < 0:
@@ -310,7 +315,7 @@ def load_mimic_cxr(
         df["chexpert_" + f.lower().replace(" ", "_")] = values[f].to_numpy()
 
     # reports, read once per study
-    texts: dict[str, tuple[str, str, str] | None] = {}
+    texts: dict[str, tuple[str, str, str, str] | None] = {}  # findings, impression, text, fallback note
     for sub, stu in df[["subject_id", "study_id"]].drop_duplicates().itertuples(index=False):
         report = read_report(report_relpath(sub, stu))
         if report is None:
@@ -318,7 +323,7 @@ def load_mimic_cxr(
             continue
         sec = extract_sections(report)
         f, i = clean_text(sec.get("findings", "")), clean_text(sec.get("impression", ""))
-        texts[stu] = (f, i, compose_text(f, i))
+        texts[stu] = (f, i, *select_text(f, i, text_source))
     if len(df) and all(v is None for v in texts.values()):
         raise FileNotFoundError(
             f"no MIMIC-CXR report found for any of the {len(texts)} studies (looked in {where}).\n{LAYOUT_HELP}"
@@ -348,6 +353,9 @@ def load_mimic_cxr(
     df["patient_id"] = df["subject_id"]
     df["source"] = "mimic_cxr"
     df["view_position"] = df["ViewPosition"]
+    for dicom, stu in zip(df["dicom_id"], df["study_id"], strict=True):
+        if texts[stu][3]:  # kept rows whose text fell back to the other section
+            acc.note(texts[stu][3], f"{dicom} (study {stu})")
     acc.rows_kept = len(df)
     acc.check()
     if df.empty:

@@ -17,12 +17,16 @@ Modules (every public name is re-exported here, so ``from cxrlib.metrics import 
   difference between two spaces scored on the same queries (the test behind every "better" verdict).
 - :mod:`~cxrlib.metrics.tables` — :func:`metrics_table` (and :data:`TABLE_KEYS`) for several models.
 - :mod:`~cxrlib.metrics.chance` — :func:`chance_levels` of a random ranking under the same counting rules.
+- :mod:`~cxrlib.metrics.findings` — graded, finding-level relevance: :func:`finding_metrics` /
+  :func:`per_query_finding_metrics` (nDCG@K and finding precision FP@K with Jaccard gains of the rows' finding
+  sets, same gallery rules, exact and chunked; :class:`FindingMetrics`) and their exact
+  :func:`finding_chance_levels`.
 - :mod:`~cxrlib.metrics.clusters` — :func:`cluster_scores` (silhouettes, k-NN accuracy, modality gap),
   :func:`scores_table`, :func:`knn_loo_predict`, :func:`topk_sorted`.
 - :mod:`~cxrlib.metrics.groups` — the shared grouping rules: :func:`unique_rows` / :func:`unique_strings`
   (identical reports), :func:`first_appearance`, :func:`majority_labels`, :func:`subsample`.
-- :mod:`~cxrlib.metrics.reference` — :func:`reference_metrics`, a brute-force reference of the retrieval
-  metrics for tests on small inputs.
+- :mod:`~cxrlib.metrics.reference` — :func:`reference_metrics` and :func:`reference_finding_metrics`,
+  brute-force references of the retrieval and finding metrics for tests on small inputs.
 - :mod:`~cxrlib.metrics.kernels` — the numba kernels of the fast path (internal, not re-exported), and
   ``cxrlib.metrics._inputs`` — the input checks shared with :mod:`cxrlib.viz` (internal).
 """
@@ -32,10 +36,20 @@ from __future__ import annotations
 from cxrlib.metrics.bootstrap import bootstrap_ci, bootstrap_replicates
 from cxrlib.metrics.chance import chance_levels
 from cxrlib.metrics.clusters import cluster_scores, knn_loo_predict, scores_table, topk_sorted
+from cxrlib.metrics.findings import (
+    UNSPECIFIED_ABNORMALITY,
+    FindingDirection,
+    FindingMetrics,
+    as_finding_sets,
+    finding_chance_levels,
+    finding_metrics,
+    jaccard_gain,
+    per_query_finding_metrics,
+)
 from cxrlib.metrics.geometry import alignment, effective_rank, geometry_scores, label_cosines, uniformity
 from cxrlib.metrics.groups import first_appearance, majority_labels, subsample, unique_rows, unique_strings
 from cxrlib.metrics.paired import lower_is_better, paired_difference
-from cxrlib.metrics.reference import reference_metrics
+from cxrlib.metrics.reference import reference_finding_metrics, reference_metrics
 from cxrlib.metrics.retrieval import (
     NORM_TOLERANCE,
     DirectionMetrics,
@@ -80,6 +94,16 @@ __all__ = [
     "unique_strings",
     "majority_labels",
     "subsample",
+    # findings
+    "UNSPECIFIED_ABNORMALITY",
+    "FindingDirection",
+    "FindingMetrics",
+    "as_finding_sets",
+    "jaccard_gain",
+    "per_query_finding_metrics",
+    "finding_metrics",
+    "finding_chance_levels",
     # reference
     "reference_metrics",
+    "reference_finding_metrics",
 ]

@@ -8,6 +8,8 @@ clearly than the pretrained backbone. This package makes those plots reproducibl
   :func:`plot_projection_panels` (colour = label, marker = modality).
 - :mod:`~cxrlib.viz.galleries` — :func:`pick_queries`, :func:`i2t_gallery`, :func:`t2i_gallery` and their
   ``plot_*`` functions: retrieval examples picked by a stated rule (never by hand).
+- :mod:`~cxrlib.viz.maps` — :func:`plot_map_grid` (before/after rows × images | reports | both, one joint fit,
+  each panel titled with its cluster scores) and :func:`plot_slide_summary` (a 16:9 before/after slide).
 - :mod:`~cxrlib.viz.bars` — :func:`plot_metric_bars`, the model comparison chart with CIs and chance.
 
 The numbers behind the plots — silhouettes, k-NN accuracy, the modality gap (``cluster_scores``,
@@ -29,6 +31,7 @@ from __future__ import annotations
 from cxrlib.viz._common import LABEL_COLORS, MODALITY_MARKERS
 from cxrlib.viz.bars import plot_metric_bars
 from cxrlib.viz.galleries import i2t_gallery, pick_queries, plot_i2t_gallery, plot_t2i_gallery, t2i_gallery
+from cxrlib.viz.maps import map_panel_titles, plot_map_grid, plot_slide_summary
 from cxrlib.viz.projections import embed_2d, joint_projection, plot_projection_panels, subsample
 from cxrlib.viz.training import plot_ablation, plot_training_curves
 
@@ -40,6 +43,10 @@ __all__ = [
     "joint_projection",
     "subsample",
     "plot_projection_panels",
+    # maps
+    "map_panel_titles",
+    "plot_map_grid",
+    "plot_slide_summary",
     # galleries
     "pick_queries",
     "i2t_gallery",

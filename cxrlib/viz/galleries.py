@@ -4,6 +4,10 @@ r"""Retrieval examples: queries picked by a stated rule (never by hand), their t
 - :func:`i2t_gallery` / :func:`t2i_gallery` — image → report and report → image top-k as long tables.
 - :func:`plot_i2t_gallery` / :func:`plot_t2i_gallery` — the figures of those tables (✓/✗/★ marks and
   green/red colours for "same label" / "other label" / "own report or study").
+- :func:`plot_example_grid` — a grid of images, each under its header and report text (notebook 01's
+  examples, the phantom's examples per finding), laid out so that no text runs into a neighbouring panel.
+
+Every figure is sized for a slide: text at least 9 pt, no title running into a neighbouring panel.
 
 Inputs are paired embeddings: row ``i`` of ``image_emb`` (N, D) and row ``i`` of ``text_emb`` (N, D) are one
 image and the report of its study; ``labels`` (N,). Both are normalised here (float64), so scores are cosine
@@ -27,7 +31,14 @@ from cxrlib.metrics.clusters import topk_sorted
 from cxrlib.metrics.groups import majority_labels, unique_strings
 from cxrlib.viz._common import finish, per_row, unit_rows
 
-__all__ = ["pick_queries", "i2t_gallery", "t2i_gallery", "plot_i2t_gallery", "plot_t2i_gallery"]
+__all__ = [
+    "pick_queries",
+    "i2t_gallery",
+    "t2i_gallery",
+    "plot_i2t_gallery",
+    "plot_t2i_gallery",
+    "plot_example_grid",
+]
 
 _GOOD = "#1B7837"  # green: retrieved item has the query's label
 _BAD = "#B2182B"  # red: it has not
@@ -345,9 +356,9 @@ def plot_i2t_gallery(
                 (t, col, False) for t in _wrap(head + row["retrieved_text"], wrap + 6, max_lines, " " * 6)
             ]
         blocks.append(lines)
-    line_h = 0.17
+    line_h = 0.2  # inches per line at 9 pt
     heights = [max(2.0, line_h * (len(b) + 1)) for b in blocks]
-    text_w = 0.075 * (wrap + 8)
+    text_w = 0.083 * (wrap + 8)
     fig = plt.figure(figsize=(2.4 + text_w, sum(heights)))
     gs = fig.add_gridspec(len(groups), 2, width_ratios=[2.2, text_w], height_ratios=heights)
     for i, (lines, h) in enumerate(zip(blocks, heights, strict=True)):
@@ -362,7 +373,7 @@ def plot_i2t_gallery(
                 1.0 - (j + 0.5) * step,
                 t,
                 color=col,
-                fontsize=8,
+                fontsize=9,
                 fontweight="bold" if bold else "normal",
                 va="center",
                 ha="left",
@@ -406,9 +417,10 @@ def plot_t2i_gallery(
             f"query_texts must have one text per query in df ({len(groups)}); got {len(query_texts)}."
         )
     k = max(len(g) for g in groups)
-    text_w = 0.075 * wrap + 0.3
-    thumb = 1.7
-    fig = plt.figure(figsize=(text_w + thumb * k, (thumb + 0.45) * len(groups)))
+    text_w = 0.09 * wrap + 0.5
+    thumb = 2.0
+    body_h = 0.19 * (min(max_lines, max(len(_wrap(t, wrap, max_lines)) for t in query_texts)) + 1.5)
+    fig = plt.figure(figsize=(text_w + thumb * k, (max(thumb, body_h) + 0.5) * len(groups)))
     gs = fig.add_gridspec(len(groups), k + 1, width_ratios=[text_w] + [thumb] * k)
     for i, (g, qt) in enumerate(zip(groups, query_texts, strict=True)):
         rows = g["image_row"].to_numpy(np.int64)
@@ -423,8 +435,17 @@ def plot_t2i_gallery(
         ax_t.axis("off")
         header = f"Query {first['query_id']} · {_name(label_names, first['query_label'])}"
         body = "\n".join(_wrap(qt, wrap, max_lines))
-        ax_t.text(0.0, 1.0, header, fontsize=8, fontweight="bold", va="top", transform=ax_t.transAxes)
-        ax_t.text(0.0, 0.88, body, fontsize=7.5, va="top", ha="left", transform=ax_t.transAxes)
+        ax_t.text(0.0, 1.0, header, fontsize=9.5, fontweight="bold", va="top", transform=ax_t.transAxes)
+        ax_t.annotate(
+            body,
+            (0.0, 1.0),
+            xycoords="axes fraction",
+            xytext=(0, -16),
+            textcoords="offset points",
+            fontsize=9,
+            va="top",
+            ha="left",
+        )
         for j, (_, row) in enumerate(g.iterrows()):
             ax = fig.add_subplot(gs[i, j + 1])
             _show_image(ax, thumbs[j])
@@ -433,7 +454,7 @@ def plot_t2i_gallery(
             star = "★ " if row["exact"] else ""
             ax.set_title(
                 f"{star}{'✓' if ok else '✗'} {row['similarity']:.3f} · {_name(label_names, row['label'])}",
-                fontsize=8,
+                fontsize=9,
                 color=col,
             )
             for sp in ax.spines.values():
@@ -441,4 +462,111 @@ def plot_t2i_gallery(
                 sp.set_edgecolor(col)
                 sp.set_linewidth(3)
     fig.subplots_adjust(wspace=0.08, hspace=0.35)
+    return finish(fig, out_path, dpi, close)
+
+
+_LINE_IN = 0.175  # inches per text line at 9 pt (matplotlib's 1.2 line spacing, with a little room)
+
+
+def plot_example_grid(
+    images: Sequence[np.ndarray | None],
+    headers: Sequence[str],
+    texts: Sequence[str],
+    out_path: str | os.PathLike[str] | None = None,
+    ncols: int = 3,
+    wrap: int | None = None,
+    max_lines: int = 6,
+    title: str = "",
+    panel: float = 3.0,
+    fontsize: float = 9.0,
+    dpi: int = 120,
+    close: bool = False,
+) -> Figure:
+    """A grid of example images, each under a bold header line and its (wrapped, cut) report text.
+
+    Each panel is a text band above a square image; the band is as tall as the longest text in its grid row,
+    so no text overlaps an image or another text, whatever the report lengths (the problem of titles set
+    with ``Axes.set_title`` on a tight grid). The figure title sits in a band of its own.
+
+    Args:
+        images: (n,) arrays (H, W) uint8 grey or (H, W, 3); ``None`` leaves a panel empty (keeps a row
+            aligned when a group has fewer examples).
+        headers: (n,) first line of each panel, in bold (e.g. "abnormal (cardiomegaly)").
+        texts: (n,) the text under it, wrapped at ``wrap`` characters (``None``: what fits the panel's width
+            at ``fontsize``), at most ``max_lines`` lines (then …).
+        out_path: save the figure there at ``dpi``; folders are created.
+        ncols: panels per row.
+        title: figure title ("" = none).
+        panel: side of each image in inches.
+        fontsize: size of the texts in points (the title is 3 pt larger).
+        dpi: resolution of the saved file.
+        close: close the figure after saving.
+    """
+    n = len(images)
+    if len(headers) != n or len(texts) != n:
+        raise ValueError(
+            f"images, headers and texts must have one entry per panel; got {n}, {len(headers)} and {len(texts)}."
+        )
+    if n == 0:
+        raise ValueError("plot_example_grid needs at least one image.")
+    if int(ncols) != ncols or ncols < 1:
+        raise ValueError(f"ncols must be a positive integer; got {ncols!r}.")
+    ncols = min(int(ncols), n)
+    nrows = -(-n // ncols)
+    if wrap is None:  # an average DejaVu Sans character is about 0.55 em wide
+        wrap = max(10, int(panel * 72 / (fontsize * 0.6)))
+    # bold is wider than regular: the header wraps a little earlier (at most 2 lines)
+    heads = [_wrap(h, max(8, int(wrap * 0.85)), 2) if str(h).strip() else [""] for h in headers]
+    bodies = [_wrap(t, wrap, max_lines) if str(t).strip() else [] for t in texts]
+    line_in = _LINE_IN * fontsize / 9.0
+    bands = [
+        line_in * max(len(heads[i]) + len(bodies[i]) for i in range(r * ncols, min(n, (r + 1) * ncols)))
+        + 0.12
+        for r in range(nrows)
+    ]
+    title_in = 0.45 if title else 0.1
+    gap = 0.2
+    width = ncols * panel + (ncols - 1) * gap + 0.2
+    height = title_in + sum(bands) + nrows * panel + nrows * gap
+    fig = plt.figure(figsize=(width, height))
+    y = 1.0 - title_in / height
+    for r in range(nrows):
+        band_h, img_h = bands[r] / height, panel / height
+        for c in range(ncols):
+            i = r * ncols + c
+            if i >= n:
+                break
+            x = (0.1 + c * (panel + gap)) / width
+            w = panel / width
+            ax_t = fig.add_axes((x, y - band_h, w, band_h))
+            ax_t.axis("off")
+            ax_t.text(
+                0.0,
+                1.0,
+                "\n".join(heads[i]),
+                fontsize=fontsize,
+                fontweight="bold",
+                va="top",
+                ha="left",
+                transform=ax_t.transAxes,
+            )
+            if bodies[i]:
+                ax_t.annotate(
+                    "\n".join(bodies[i]),
+                    (0.0, 1.0),
+                    xycoords="axes fraction",
+                    xytext=(0, -line_in * 72 * len(heads[i])),
+                    textcoords="offset points",
+                    fontsize=fontsize,
+                    va="top",
+                    ha="left",
+                )
+            ax_i = fig.add_axes((x, y - band_h - img_h, w, img_h))
+            if images[i] is None:
+                ax_i.axis("off")
+            else:
+                _show_image(ax_i, np.asarray(images[i]))
+        y -= (bands[r] + panel + gap) / height
+    if title:
+        fig.text(0.5, 1.0 - 0.5 * title_in / height, title, fontsize=fontsize + 3, ha="center", va="center")
     return finish(fig, out_path, dpi, close)

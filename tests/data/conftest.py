@@ -246,6 +246,39 @@ def build_openi_archives(root: Path, scratch: Path) -> Path:
     return root
 
 
+#: A view table in the format torchxrayvision ships for Open-i (``nlmcxr_dicom_metadata.csv.gz``): one row per
+#: image, keyed by ``imageid`` (the parentImage id = the PNG name without ``.png``), the DICOM header's
+#: ``View Position``. Only those two columns are read; the others stand in for the rest of the header table.
+#: image id → View Position (None: the image has no row; "" a blank value).
+OPENI_DICOM_VIEWS: dict[str, str | None] = {
+    "CXR1_1_IM-0001-3001": "PA",
+    "CXR1_1_IM-0001-4001": "LL",  # lateral: dropped with frontal_only
+    "CXR2_IM-0652-1001": "AP",
+    "CXR2_IM-0652-2001": "",  # blank View Position: unknown, kept
+    "CXR3_IM-1384-1001": "PA",  # PNG missing on disk: still "image file missing"
+    "CXR10_IM-0038-1001": None,  # not in the table: unknown, kept
+    "CXR9999_IM-9999-1001": "PA",  # a row for an image no report names: ignored
+}
+
+
+def write_dicom_metadata(path: Path, views: dict[str, str | None] = OPENI_DICOM_VIEWS) -> Path:
+    """``nlmcxr_dicom_metadata.csv[.gz]`` (gzip when the name ends in .gz) for the images of ``views``."""
+    rows = [
+        {
+            "imageid": iid,
+            "Modality": "CR",
+            "Body Part Examined": "CHEST",
+            "View Position": view,
+            "Patient Orientation": "",
+        }
+        for iid, view in views.items()
+        if view is not None
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(path, index=False, compression="gzip" if path.suffix == ".gz" else None)
+    return path
+
+
 @pytest.fixture
 def openi_folders(tmp_path: Path) -> Path:
     return build_openi_folders(tmp_path / "iu_xray")

@@ -7,6 +7,7 @@ import http.server
 import re
 import shutil
 import threading
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -117,7 +118,7 @@ def test_openi_views_from_a_projections_csv(openi_folders):
     ).to_csv(openi_folders / "indiana_projections.csv", index=False)
     with pytest.warns(UserWarning, match="3 of 4 images"):
         df, acc = load_iu_xray(openi_folders)
-    assert acc.dropped[iu.R_LATERAL] == 1 and acc.rows_kept == 4
+    assert acc.dropped[iu.lateral_reason(iu.KAGGLE_PROJECTIONS)] == 1 and acc.rows_kept == 4
     assert df.set_index("image_id").at["CXR1_1_IM-0001-3001", "view"] == "FRONTAL"
 
 
@@ -125,7 +126,7 @@ def test_kaggle_layout(kaggle_dir):
     df, acc = load_iu_xray(kaggle_dir)
     assert acc.rows_in == 10 and acc.rows_kept == 2
     assert dict(acc.dropped) == {
-        iu.R_LATERAL: 2,
+        iu.lateral_reason(iu.KAGGLE_PROJECTIONS): 2,
         iu.R_NO_TEXT: 1,  # uid 3
         iu.R_NO_LABEL: 1,  # uid 4 "No Indexing"
         iu.R_MISSING: 1,  # uid 5
@@ -149,7 +150,11 @@ def test_kaggle_layout(kaggle_dir):
 
 def test_kaggle_layout_with_laterals(kaggle_dir):
     df, acc = load_iu_xray(kaggle_dir, frontal_only=False)
-    assert acc.rows_in == 10 and acc.rows_kept == 4 and iu.R_LATERAL not in acc.dropped
+    assert (
+        acc.rows_in == 10
+        and acc.rows_kept == 4
+        and iu.lateral_reason(iu.KAGGLE_PROJECTIONS) not in acc.dropped
+    )
     assert list(df["view"]) == ["LATERAL", "FRONTAL", "FRONTAL", "LATERAL"]  # sorted by image id per report
     assert df.groupby("study_id").size().to_dict() == {"CXR1": 2, "CXR2": 2}
     _check_split(df)
@@ -382,3 +387,136 @@ def test_openi_label_edge_cases_and_a_repeated_uid(tmp_path, openi_folders):
     assert row["text"].iloc[0].startswith("Seen on views.")
     assert acc.dropped[iu.R_DUP_REPORT] == 1
     assert any("20b.xml" in e and "first in 20.xml" in e for e in acc.examples[iu.R_DUP_REPORT])
+
+
+# --------------------------------------------------------------------------------------------------
+# view tables: torchxrayvision's nlmcxr_dicom_metadata.csv[.gz] and Kaggle's indiana_projections.csv
+# --------------------------------------------------------------------------------------------------
+
+DICOM_GZ = "nlmcxr_dicom_metadata.csv.gz"
+
+
+def _views(df: pd.DataFrame) -> dict[str, str]:
+    return dict(zip(df["image_id"], df["view"], strict=True))
+
+
+@pytest.mark.parametrize("name", [DICOM_GZ, "nlmcxr_dicom_metadata.csv"])
+def test_openi_views_from_the_dicom_metadata_table(openi_folders, name):
+    from conftest import write_dicom_metadata
+
+    path = write_dicom_metadata(openi_folders / name)
+    assert (path.read_bytes()[:2] == b"\x1f\x8b") == name.endswith(".gz")  # really gzip when named so
+    with pytest.warns(UserWarning, match="2 of 4 images have no view information") as rec:
+        df, acc = load_iu_xray(openi_folders)
+    assert name in str(rec[0].message)
+    acc.check()
+    assert dict(acc.dropped) == {**OPENI_DROPS, iu.lateral_reason(name): 1}  # CXR1_1_IM-0001-4001 is LL
+    assert acc.examples[iu.lateral_reason(name)] == ["CXR1_1_IM-0001-4001.png"]
+    assert iu.lateral_drops(acc) == {name: 1}
+    assert _views(df) == {
+        "CXR1_1_IM-0001-3001": "PA",
+        "CXR2_IM-0652-1001": "AP",
+        "CXR2_IM-0652-2001": "UNKNOWN",  # blank View Position
+        "CXR10_IM-0038-1001": "UNKNOWN",  # no row in the table
+    }
+    assert list(df["view_source"]) == [name, name, "", ""]
+    assert dict(acc.noted) == {
+        iu.N_VIEW_NO_VALUE.format(tables=name): 1,
+        iu.N_VIEW_NOT_IN.format(tables=name): 1,
+    }
+    assert acc.examples[iu.N_VIEW_NOT_IN.format(tables=name)] == ["CXR10_IM-0038-1001.png"]
+    validate_manifest(df)
+
+
+def test_openi_without_a_view_table_keeps_and_counts_every_unknown(openi_folders):
+    with pytest.warns(UserWarning, match="5 of 5 images") as rec:
+        df, acc = load_iu_xray(openi_folders)
+    msg = str(rec[0].message)
+    assert iu.N_VIEW_NO_TABLE in msg and DICOM_GZ in msg and iu.KAGGLE_PROJECTIONS in msg
+    assert dict(acc.noted) == {iu.N_VIEW_NO_TABLE: 5} and iu.lateral_drops(acc) == {}
+    assert set(df["view_source"]) == {""}
+
+
+def test_openi_two_view_tables_first_one_wins(openi_folders):
+    """DICOM table first; the projections CSV fills in what it lacks (noted); the plain .csv beside the .gz
+    is ignored (the .gz is used)."""
+    from conftest import write_dicom_metadata
+
+    write_dicom_metadata(openi_folders / DICOM_GZ)
+    write_dicom_metadata(openi_folders / "nlmcxr_dicom_metadata.csv", {"CXR1_1_IM-0001-4001": "PA"})
+    pd.DataFrame(
+        [
+            ("1", "1_IM-0001-4001.dcm.png", "Frontal"),  # the DICOM table says LL: it wins
+            ("2", "2_IM-0652-2001.dcm.png", "Lateral"),  # DICOM value blank: the projection decides
+            ("10", "10_IM-0038-1001.dcm.png", "Frontal"),  # not in the DICOM table
+        ],
+        columns=["uid", "filename", "projection"],
+    ).to_csv(openi_folders / iu.KAGGLE_PROJECTIONS, index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every kept image has a view: no warning
+        df, acc = load_iu_xray(openi_folders)
+    acc.check()
+    assert iu.lateral_drops(acc) == {DICOM_GZ: 1, iu.KAGGLE_PROJECTIONS: 1}
+    assert acc.examples[iu.lateral_reason(iu.KAGGLE_PROJECTIONS)] == ["CXR2_IM-0652-2001.png"]
+    assert _views(df) == {
+        "CXR1_1_IM-0001-3001": "PA",
+        "CXR2_IM-0652-1001": "AP",
+        "CXR10_IM-0038-1001": "FRONTAL",
+    }
+    assert list(df["view_source"]) == [DICOM_GZ, DICOM_GZ, iu.KAGGLE_PROJECTIONS]
+    assert dict(acc.noted) == {iu.N_VIEW_LOWER.format(table=iu.KAGGLE_PROJECTIONS, tables=DICOM_GZ): 1}
+
+
+def test_openi_dicom_views_with_laterals_kept(openi_folders):
+    from conftest import write_dicom_metadata
+
+    write_dicom_metadata(openi_folders / DICOM_GZ)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # frontal_only=False: unknown views are only noted
+        df, acc = load_iu_xray(openi_folders, frontal_only=False)
+    assert dict(acc.dropped) == OPENI_DROPS and acc.rows_kept == 5
+    assert _views(df)["CXR1_1_IM-0001-4001"] == "LATERAL"  # LL → LATERAL
+    assert sum(acc.noted.values()) == 2
+
+
+def test_kaggle_layout_uses_the_dicom_table_first(kaggle_dir):
+    """Layout B: PA/AP from the DICOM table (matched by report number + IM part), Frontal/Lateral otherwise."""
+    from conftest import write_dicom_metadata
+
+    write_dicom_metadata(
+        kaggle_dir / DICOM_GZ, {"CXR1_1_IM-0001-4001": "PA", "CXR1_1_IM-0001-3001": "LATERAL"}
+    )
+    df, acc = load_iu_xray(kaggle_dir)
+    acc.check()
+    assert list(df["image_id"]) == ["CXR1_IM-0001-4001", "CXR2_IM-0652-1001"]
+    assert list(df["view"]) == ["PA", "FRONTAL"]
+    assert list(df["view_source"]) == [DICOM_GZ, iu.KAGGLE_PROJECTIONS]
+    assert iu.lateral_drops(acc) == {DICOM_GZ: 1, iu.KAGGLE_PROJECTIONS: 1}
+    assert dict(acc.noted) == {iu.N_VIEW_LOWER.format(table=iu.KAGGLE_PROJECTIONS, tables=DICOM_GZ): 1}
+
+
+@pytest.mark.parametrize(
+    ("name", "columns", "expected"),
+    [
+        (DICOM_GZ, ["ImageID", "ViewPosition"], "['imageid', 'View Position']"),
+        ("nlmcxr_dicom_metadata.csv", ["imageid", "Modality"], "['imageid', 'View Position']"),
+        (iu.KAGGLE_PROJECTIONS, ["uid", "file", "view"], "['uid', 'filename', 'projection']"),
+    ],
+)
+def test_view_table_without_its_columns_is_a_clear_error(openi_folders, name, columns, expected):
+    path = openi_folders / name
+    pd.DataFrame([["CXR1_1_IM-0001-3001", "PA", "x"][: len(columns)]], columns=columns).to_csv(
+        path, index=False, compression="gzip" if name.endswith(".gz") else None
+    )
+    with pytest.raises(ValueError) as e:
+        load_iu_xray(openi_folders)
+    msg = str(e.value)
+    assert str(path) in msg and str(columns) in msg and expected in msg and "data/README.md" in msg
+
+
+def test_damaged_gzip_view_table_is_a_clear_error(openi_folders):
+    path = openi_folders / DICOM_GZ
+    path.write_bytes(b"imageid,View Position\nCXR1_1_IM-0001-3001,PA\n")  # named .gz, but not gzip
+    with pytest.raises(ValueError, match="cannot be read as a CSV") as e:
+        load_iu_xray(openi_folders)
+    assert str(path) in str(e.value)

@@ -6,7 +6,6 @@ Both read a manifest returned by :func:`~cxrlib.data.phantom.generate_corpus` (n
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,26 +50,37 @@ def findings_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_finding_examples(
-    df: pd.DataFrame, out_path: str | Path, per_finding: int = 3, seed: int = 0, excerpt_chars: int = 90
+    df: pd.DataFrame,
+    out_path: str | Path,
+    per_finding: int = 3,
+    seed: int = 0,
+    excerpt_chars: int = 90,
+    findings_per_row: int = 2,
 ) -> Figure:
-    """A grid: one row per finding (plus normal), ``per_finding`` example images with report excerpts.
+    """A grid of example images per finding (plus normal), each under its severity and a report excerpt.
 
     Examples are chosen by a stated rule: studies whose only finding is that one (cleanest view), one per
-    severity where available, then random with ``seed``. Returns the matplotlib Figure (also saved).
+    severity where available, then random with ``seed``. ``findings_per_row`` findings share a grid row
+    (``per_finding`` panels each), so the eight groups fit a slide-shaped figure; every text is 9 pt and sits
+    in a band of its own above its image (:func:`cxrlib.viz.galleries.plot_example_grid`). Returns the
+    matplotlib Figure (also saved).
     """
-    import matplotlib.pyplot as plt
-
     from cxrlib.paths import resolve
+    from cxrlib.viz.galleries import plot_example_grid
 
+    if int(per_finding) != per_finding or per_finding < 1:
+        raise ValueError(f"per_finding must be a positive integer, got {per_finding!r}")
+    if int(findings_per_row) != findings_per_row or findings_per_row < 1:
+        raise ValueError(f"findings_per_row must be a positive integer, got {findings_per_row!r}")
     rng = np.random.default_rng(seed)
     rows = [("normal", df[df["label"] == 0])]
     n_find = df[[f"finding_{f}" for f in FINDINGS]].sum(axis=1)
     for f in FINDINGS:
         rows.append((f, df[(df[f"finding_{f}"] == 1) & (n_find == 1)]))
-    fig, axes = plt.subplots(
-        len(rows), per_finding, figsize=(3.2 * per_finding, 3.55 * len(rows)), squeeze=False
-    )
-    for r, (name, sub) in enumerate(rows):
+    images: list[np.ndarray | None] = []
+    headers: list[str] = []
+    texts: list[str] = []
+    for name, sub in rows:
         picks: list[int] = []
         if name != "normal" and len(sub):
             for sev in SEVERITIES[name]:
@@ -86,24 +96,30 @@ def plot_finding_examples(
             picks += [int(i) for i in rng.choice(rest, size=min(len(rest), per_finding), replace=False)]
         picks = picks[:per_finding]
         for c in range(per_finding):
-            ax = axes[r, c]
-            ax.set_axis_off()
-            if c >= len(picks):
+            if c >= len(picks):  # keep the group's panels aligned in its row
+                images.append(None)
+                headers.append(name if c == 0 else "")
+                texts.append("(no example)" if c == 0 else "")
                 continue
             row = df.loc[picks[c]]
-            ax.imshow(np.asarray(Image.open(resolve(row["image_path"]))), cmap="gray", vmin=0, vmax=255)
+            images.append(np.asarray(Image.open(resolve(row["image_path"]))))
             detail = json.loads(row["finding_detail"]).get(name, {})
-            head = (
+            headers.append(
                 name
                 if name == "normal"
                 else f"{name}: {detail.get('severity', '')} {detail.get('side', '')}".strip()
             )
             text = row["text"]
-            excerpt = text if len(text) <= excerpt_chars else text[: excerpt_chars - 1] + "…"
-            ax.set_title(head + "\n" + "\n".join(textwrap.wrap(excerpt, 38)), fontsize=7, loc="left")
-    fig.suptitle("Phantom corpus (SYNTHETIC images and reports): examples per finding", fontsize=11)
-    fig.tight_layout()
+            texts.append(text if len(text) <= excerpt_chars else text[: excerpt_chars - 1] + "…")
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=110)
-    return fig
+    return plot_example_grid(
+        images,
+        headers,
+        texts,
+        out_path,
+        ncols=per_finding * int(findings_per_row),
+        max_lines=4,
+        title="Phantom corpus (SYNTHETIC images and reports): examples per finding",
+        panel=2.2,
+        dpi=110,
+    )
