@@ -14,9 +14,11 @@ One module per notebook:
 Each exercise is a function ``exercise_N(lab) -> dict`` that measures what the exercise asks, prints it and
 asserts that it lands in the range stated in the notebook (:func:`solutions._lab.expect`). Two sizes:
 
-- ``small`` (the default, what ``tests/test_solutions.py`` runs): a reduced SYNTHETIC phantom corpus and a
-  briefly pretrained demo backbone built in a temporary folder, in well under a minute on 2 cores; the
-  ranges are wide and mostly about directions;
+- ``small`` (the default, what ``tests/test_solutions.py`` runs): a reduced SYNTHETIC phantom corpus built in a
+  temporary folder, with a *constructed* embedding space from the phantom's ground truth in place of the
+  pretrained demo backbone (:func:`solutions._lab.constructed_spaces`: pretraining would cost minutes of CPU);
+  its numbers are not the demo's, so its ranges are wide and mostly about directions; exercise 02.3, which
+  pretrains a backbone, runs only at full size;
 - ``full``: the caches of an isolated demo run, e.g. after
   ``python -m cxrlib.reproduce --profile demo --out scratch/me``, read with ``--run scratch/me``; the ranges
   are the ones quoted in the notebooks (measured on the full demo, SYNTHETIC data).

@@ -473,7 +473,7 @@ def test_build_demo_backbones_deterministic_and_reused(tmp_path):
     assert r1.weights_id == r2.weights_id
     d1 = load_backbone("demo")
     assert d1.weights_id != r1.weights_id
-    assert (d1.image_size, d1.context_length, d1.embed_dim) == (size, 96, 128)
+    assert (d1.image_size, d1.context_length, d1.embed_dim) == (size, 112, 128)
     assert d1.info["bundle"]["epochs"] == 1
 
     second = build_demo_backbones(manifest, cache, force=True, **kw)
