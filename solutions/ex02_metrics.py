@@ -123,6 +123,15 @@ def exercise_3(lab: Lab) -> dict[str, float]:
         emb_dir = Path(tmp) / "embeddings"
         embed_baselines(s, lab.manifest, lab.image_cache, emb_dir)
         three = load_registered(emb_dir, "demo").select(rows["image_id"])
+    # the comparison means something only when the run's backbone came from the same demo-backbone code
+    fields = ("image_size", "context_length", "embed_dim")
+    ran, now = full.meta.get("backbone") or {}, three.meta.get("backbone") or {}
+    differ = [f"{f} {ran.get(f)} vs {now.get(f)}" for f in fields if ran.get(f) != now.get(f)]
+    if differ:
+        raise AssertionError(
+            f"the run in {lab.root} was made by another version of the demo backbone ({', '.join(differ)}): "
+            f"rebuild it (python -m cxrlib.reproduce --profile demo --out {lab.root}) and run this again"
+        )
     out = {}
     for key in ("i2t_R@10", "t2i_R@10"):
         v = {
