@@ -34,7 +34,7 @@ reproduce: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check cxrlib tests benchmarks notebooks
+	$(PY) -m ruff format --check cxrlib tests benchmarks notebooks solutions
 
 # .ci/pytest-run: exit 5 ("no tests collected") fails a full run, passes a PYTEST_ARGS selection that matched nothing.
 unit: $(STAMP)

@@ -232,7 +232,9 @@ def create_demo_model(vocab_size: int) -> torch.nn.Module:
     return CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"], text_cfg=cfg["text_cfg"])
 
 
-def encode_text_by_length(model: torch.nn.Module, tokens: torch.Tensor, chunk: int = _TEXT_CHUNK) -> torch.Tensor:
+def encode_text_by_length(
+    model: torch.nn.Module, tokens: torch.Tensor, chunk: int = _TEXT_CHUNK
+) -> torch.Tensor:
     """``model.encode_text(tokens, normalize=True)`` computed on length-sorted chunks cut to their longest text.
 
     Exact for the demo's text tower (open_clip's built-in ``TextTransformer`` inside ``CLIP``, causal mask,
@@ -248,7 +250,9 @@ def encode_text_by_length(model: torch.nn.Module, tokens: torch.Tensor, chunk: i
         (B, embed_dim) L2-normalised text features, rows in the order of ``tokens``.
     """
     if getattr(model, "text_pool_type", None) != "eos":
-        raise ValueError("encode_text_by_length needs a CLIP whose text tower pools at [EOS] (the demo model)")
+        raise ValueError(
+            "encode_text_by_length needs a CLIP whose text tower pools at [EOS] (the demo model)"
+        )
     lengths = (tokens != PAD_ID).sum(dim=1)
     order = torch.argsort(lengths, stable=True)
     cast = model.transformer.get_cast_dtype()
@@ -268,7 +272,10 @@ def encode_text_by_length(model: torch.nn.Module, tokens: torch.Tensor, chunk: i
 
 
 def clip_loss_distinct_texts(
-    image_features: torch.Tensor, text_features: torch.Tensor, inverse: torch.Tensor, logit_scale: torch.Tensor
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    inverse: torch.Tensor,
+    logit_scale: torch.Tensor,
 ) -> torch.Tensor:
     """CLIP's symmetric InfoNCE loss for a batch whose identical texts are embedded once.
 
@@ -319,7 +326,11 @@ def _pretrain(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=_WEIGHT_DECAY)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
-        lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(1.0, max(0, s - warm) / max(1, total - warm)))),
+        lambda s: (
+            min(1.0, (s + 1) / warm)
+            * 0.5
+            * (1 + np.cos(np.pi * min(1.0, max(0, s - warm) / max(1, total - warm))))
+        ),
     )
     gen = torch.Generator().manual_seed(seed)
     text_idx_t = torch.from_numpy(np.asarray(text_idx, dtype=np.int64))
@@ -345,7 +356,11 @@ def _pretrain(
                 model.logit_scale.clamp_(0, np.log(100))
             losses.append(loss.item())
         history.append(
-            {"epoch": ep + 1, "clip_loss": float(np.mean(losses)), "logit_scale": model.logit_scale.exp().item()}
+            {
+                "epoch": ep + 1,
+                "clip_loss": float(np.mean(losses)),
+                "logit_scale": model.logit_scale.exp().item(),
+            }
         )
         bar.set_postfix(loss=f"{history[-1]['clip_loss']:.3f}")
     model.to(memory_format=torch.contiguous_format)
@@ -459,7 +474,9 @@ def _build(manifest, image_cache, cfg: DemoBackboneConfig, seed: int, force: boo
     data_hash = manifest_hash(pool, ("image_id", "text")) + image_cache.content_hash
     key = _demo_key(data_hash, vocab_hash, seed, cfg)
     if not force and all(_bundle_key(p) == key for p in paths.values()):
-        metas = {n: json.loads((paths[n] / "cxrlib_bundle.json").read_text()) for n in ("demo", "demo-general")}
+        metas = {
+            n: json.loads((paths[n] / "cxrlib_bundle.json").read_text()) for n in ("demo", "demo-general")
+        }
         return {
             **paths,
             "history": metas["demo"].get("history", []),
@@ -524,13 +541,22 @@ def _build(manifest, image_cache, cfg: DemoBackboneConfig, seed: int, force: boo
         model = create_demo_model(vocab_size)
         model.load_state_dict(init_state)  # both start from the random init of demo-random
         history = _pretrain(
-            model, x_all, tokens, text_idx, cfg, seed, f"pretraining {name} (CLIP loss, synthetic pool)", progress
+            model,
+            x_all,
+            tokens,
+            text_idx,
+            cfg,
+            seed,
+            f"pretraining {name} (CLIP loss, synthetic pool)",
+            progress,
         )
         seconds = time.perf_counter() - t0
         meta = {
             **meta_base,
             "weights": what,
-            "trained_on": "synthetic phantom reports" if name == "demo" else "synthetic general-domain captions",
+            "trained_on": "synthetic phantom reports"
+            if name == "demo"
+            else "synthetic general-domain captions",
             "epochs": cfg.epochs,
             "batch_size": cfg.batch_size,
             "lr": cfg.lr,

@@ -47,7 +47,18 @@ FINDING_WORDS: frozenset[str] = frozenset(
     | {w for levels in SEVERITIES.values() for lvl in levels for w in re.split(r"\W+", lvl)}
     | set(SIDES)
     | set(ZONES)
-    | {"bilateral", "bibasilar", "basilar", "lobe", "lingula", "normal", "abnormal", "clear", "opacity", "pleural"}
+    | {
+        "bilateral",
+        "bibasilar",
+        "basilar",
+        "lobe",
+        "lingula",
+        "normal",
+        "abnormal",
+        "clear",
+        "opacity",
+        "pleural",
+    }
 )
 #: Function words that captions and reports may share (nothing clinical).
 SHARED_OK: frozenset[str] = frozenset({"a", "of", "with", "and", "the", ".", ",", ";", ":", "-", "x"})
@@ -67,7 +78,11 @@ def pool(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("pool")
     manifest = generate_corpus(
-        tmp / "corpus", PhantomConfig(n_patients=18, pretrain_fraction=1.0), seed=3, image_size=SIZE, progress=False
+        tmp / "corpus",
+        PhantomConfig(n_patients=18, pretrain_fraction=1.0),
+        seed=3,
+        image_size=SIZE,
+        progress=False,
     )
     build_image_cache(manifest, tmp / "images", SIZE, progress=False)
     return manifest, ImageCache.open(tmp / "images", SIZE)
@@ -84,7 +99,15 @@ def test_words_of_splits_words_and_punctuation():
     assert words_of("There is a 3.5 cm mass in the Right upper lobe.") == [
         "there", "is", "a", "3", ".", "5", "cm", "mass", "in", "the", "right", "upper", "lobe", ".",
     ]  # fmt: skip
-    assert words_of("Plate-like  atelectasis,\tbibasilar.") == ["plate", "-", "like", "atelectasis", ",", "bibasilar", "."]
+    assert words_of("Plate-like  atelectasis,\tbibasilar.") == [
+        "plate",
+        "-",
+        "like",
+        "atelectasis",
+        ",",
+        "bibasilar",
+        ".",
+    ]
 
 
 def test_tokenizer_round_trips_pool_words_and_maps_unseen_words_to_unk(pool):
@@ -128,7 +151,9 @@ def test_tokenizer_is_loaded_by_open_clip_from_the_bundle(pool, tmp_path):
     long_ids = oc_tok(["no effusion " * 200])[0]
     assert long_ids[0] == BOS_ID and long_ids[-1] == EOS_ID  # truncated, [EOS] kept for pooling
     for f in bundle.glob("*.json"):  # nothing of this machine in the bundle
-        assert str(tmp_path) not in f.read_text() and "/" not in json.dumps(cfg["text_cfg"]["hf_tokenizer_name"])
+        assert str(tmp_path) not in f.read_text() and "/" not in json.dumps(
+            cfg["text_cfg"]["hf_tokenizer_name"]
+        )
 
 
 def test_encode_text_by_length_matches_open_clip(pool):
@@ -172,7 +197,9 @@ def test_general_captions_follow_the_image_statistics():
     bright = dict(CAPTION_ATTRIBUTES)["brightness"]
     for cap, want in zip(caps, np.repeat(bright, 4), strict=True):
         others = [w for w in bright if w != want]
-        assert re.search(rf"\b{want}\b", cap) and not any(re.search(rf"(?<![\w-]){o}(?![\w-])", cap) for o in others)
+        assert re.search(rf"\b{want}\b", cap) and not any(
+            re.search(rf"(?<![\w-]){o}(?![\w-])", cap) for o in others
+        )
     with pytest.raises(ValueError, match=r"\(N, H, W\)"):
         general_captions(np.zeros((0, 8, 8), np.uint8), seed=0)
 
@@ -181,7 +208,12 @@ def test_general_captions_follow_the_image_statistics():
 # bundles
 # --------------------------------------------------------------------------------------------------------
 KW = {"seed": 0, "cfg": DemoBackboneConfig(epochs=1, batch_size=16), "progress": False}
-BUNDLE_FILES = ("open_clip_model.safetensors", "open_clip_config.json", "tokenizer.json", "tokenizer_config.json")
+BUNDLE_FILES = (
+    "open_clip_model.safetensors",
+    "open_clip_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+)
 
 
 def test_build_demo_backbones(pool, tmp_path):
@@ -198,7 +230,10 @@ def test_build_demo_backbones(pool, tmp_path):
         assert (bb.image_size, bb.context_length, bb.embed_dim) == (SIZE, CTX, 128)
         assert type(bb.tokenizer).__name__ == "HFTokenizer"
     general = load_backbone("demo-general").info["bundle"]
-    assert general["trained_on"] == "synthetic general-domain captions" and "general-domain" in general["weights"]
+    assert (
+        general["trained_on"] == "synthetic general-domain captions"
+        and "general-domain" in general["weights"]
+    )
     assert load_backbone("demo").info["bundle"]["trained_on"] == "synthetic phantom reports"
 
     # determinism: a second build gives bit-identical files and history
@@ -213,12 +248,16 @@ def test_build_demo_backbones(pool, tmp_path):
     assert (first["demo"] / "open_clip_model.safetensors").stat().st_mtime_ns == mtime
 
     # a changed setting changes the key: rebuilt, different weights
-    fourth = build_demo_backbones(manifest, cache, seed=0, cfg=DemoBackboneConfig(epochs=1, batch_size=16, lr=1e-3), progress=False)
+    fourth = build_demo_backbones(
+        manifest, cache, seed=0, cfg=DemoBackboneConfig(epochs=1, batch_size=16, lr=1e-3), progress=False
+    )
     assert not fourth["reused"]
     assert _sha(fourth["demo"] / "open_clip_model.safetensors") != shas["demo"]["open_clip_model.safetensors"]
     # a missing tokenizer file invalidates the bundle too
     (fourth["demo-general"] / "tokenizer.json").unlink()
-    fifth = build_demo_backbones(manifest, cache, seed=0, cfg=DemoBackboneConfig(epochs=1, batch_size=16, lr=1e-3), progress=False)
+    fifth = build_demo_backbones(
+        manifest, cache, seed=0, cfg=DemoBackboneConfig(epochs=1, batch_size=16, lr=1e-3), progress=False
+    )
     assert not fifth["reused"] and (fifth["demo-general"] / "tokenizer.json").is_file()
 
 
@@ -227,4 +266,6 @@ def test_too_small_pool_names_the_fix(pool):
     with pytest.raises(ValueError) as err:
         build_demo_backbones(manifest.iloc[:10], cache, **KW)
     msg = str(err.value)
-    assert "split == 'pretrain'" in msg and "10" in msg and "batch_size=16" in msg and "pretrain_fraction" in msg
+    assert (
+        "split == 'pretrain'" in msg and "10" in msg and "batch_size=16" in msg and "pretrain_fraction" in msg
+    )
