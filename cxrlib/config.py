@@ -356,9 +356,10 @@ class EvalConfig(_JsonConfig):
     _NAME: ClassVar[str] = "eval"
 
     backbones: tuple[str, ...] = _f(
-        ("demo-random", "demo"),
-        "backbones embedded by 02 and compared in 02/03 (paper: clip, biomedclip; demo: chance reference and "
-        "the stand-in pretrained on the synthetic pool)",
+        ("demo-random", "demo-general", "demo"),
+        "backbones embedded by 02 and compared in 02/03 (paper: clip, biomedclip; demo: the chance reference, the "
+        "general-domain stand-in (CLIP's role) and the domain stand-in (BiomedCLIP's role), all trained on the "
+        "synthetic pool)",
         "paper abstract (baselines)",
     )
     finetune: str = _f(
@@ -369,7 +370,7 @@ class EvalConfig(_JsonConfig):
     also_finetune: tuple[str, ...] = _f(
         (),
         "further backbones that get the same head, loss and schedule in 03 (the paper fine-tunes both of its "
-        "backbones; paper: [clip]); their '<name>+multitask' rows join 03's comparison and paired tests, while the "
+        "backbones; paper: [clip], demo: [demo-general]); their '<name>+multitask' rows join 03's comparison and paired tests, while the "
         "curves, ablation and 04's maps stay on eval.finetune",
         "paper abstract",
     )

@@ -75,7 +75,7 @@ __all__ = [
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 #: Bumped whenever the training code, tokenizer rule or caption rule changes the weights (part of the key).
-_KEY_VERSION = 2
+_KEY_VERSION = 3
 #: Weight decay of the pretraining's AdamW (CLIP's and open_clip_train's usual small value).
 _WEIGHT_DECAY = 0.05
 #: Share of the pretraining steps spent warming the learning rate up linearly (it keeps the first steps from
@@ -502,7 +502,17 @@ def _build(manifest, image_cache, cfg: DemoBackboneConfig, seed: int, force: boo
             "unknown_token": SPECIAL_TOKENS[UNK_ID],
         },
     }
-    _save(init, tokenizer, vocab_size, paths["demo-random"], {**meta_base, "weights": "random init"})
+    _save(
+        init,
+        tokenizer,
+        vocab_size,
+        paths["demo-random"],
+        {
+            **meta_base,
+            "weights": "random init",
+            "near_chance_by_design": "the chance reference: random weights",
+        },
+    )
 
     # one tokenizer, loaded the way extraction loads it (open_clip's local-dir: path)
     hf_tok = open_clip.get_tokenizer(f"local-dir:{paths['demo-random']}")
@@ -566,6 +576,10 @@ def _build(manifest, image_cache, cfg: DemoBackboneConfig, seed: int, force: boo
             "seconds": round(seconds, 1),
         }
         if name == "demo-general":
+            meta["near_chance_by_design"] = (
+                "a general-domain stand-in: trained on captions that never name a finding, so its text tower "
+                "never learned a report word"
+            )
             meta["caption_attributes"] = {a: list(w) for a, w in CAPTION_ATTRIBUTES}
             meta["caption_examples"] = list(uniq_texts[:5])
         _save(model, tokenizer, vocab_size, paths[name], meta)

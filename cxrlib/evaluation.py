@@ -252,12 +252,20 @@ def weight_sanity(
     1/0.07 (pretrained CLIP sits near 100); R@K is not above chance in either direction (the lower end of its
     95 % CI, or the point value without CIs, at or below the chance level). ``backbone_meta[name]`` is the
     ``backbone`` record stored with the embeddings (``Embeddings.meta["backbone"]``).
+
+    A bundle whose record carries ``near_chance_by_design`` (the demo's ``demo-random`` chance reference and
+    its ``demo-general`` stand-in, whose text tower never saw a report word) still gets its doubts in the
+    table, with the verdict "near chance by design" and the reason in the ``note`` column, but no warning
+    line: the warning is for weights that should be trained and are not. A downloaded or user bundle never
+    carries that field.
     """
     rows, warnings = [], []
     for name, res in results.items():
         meta = backbone_meta.get(name) or {}
         scale = meta.get("logit_scale")
-        random_init = "random" in str((meta.get("bundle") or {}).get("weights", "")).lower()
+        bundle = meta.get("bundle") or {}
+        random_init = "random" in str(bundle.get("weights", "")).lower()
+        by_design = str(bundle.get("near_chance_by_design") or "")
         above = {}
         for d in ("i2t", "t2i"):
             key = f"{d}_R@{k}"
@@ -277,10 +285,13 @@ def weight_sanity(
                 f"i2t R@{k} above chance": above["i2t"],
                 f"t2i R@{k} above chance": above["t2i"],
                 "random init (bundle)": random_init,
-                "verdict": "looks trained" if not doubts else "CHECK THE WEIGHTS",
+                "verdict": "looks trained"
+                if not doubts
+                else ("near chance by design" if by_design else "CHECK THE WEIGHTS"),
+                "note": "; ".join(doubts) + f" (by design: {by_design})" if doubts and by_design else "",
             }
         )
-        if doubts:
+        if doubts and not by_design:
             warnings.append(f"WARNING: {name}: " + "; ".join(doubts) + " - random or wrong weights?")
     return pd.DataFrame(rows).set_index("backbone"), warnings
 

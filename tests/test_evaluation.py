@@ -236,6 +236,12 @@ def test_weight_sanity_flags_random_and_untrained_weights():
     # a point value at chance without CIs is flagged too
     _, w = weight_sanity({"x": {"i2t_R@10": 0.03, "t2i_R@10": 0.13}}, chance, {}, 10)
     assert w and "not above chance" in w[0]
+    # a bundle that says it is near chance by design is noted in the table, not warned about
+    meta["random"]["bundle"]["near_chance_by_design"] = "the chance reference"
+    table, warnings = weight_sanity(results, chance, meta, 10)
+    assert table.loc["random", "verdict"] == "near chance by design" and not warnings
+    assert "not above chance" in table.loc["random", "note"] and "the chance reference" in table.loc["random", "note"]
+    assert table.loc["good", "note"] == ""
 
 
 def test_text_shortcuts_find_a_length_shortcut_and_words_that_give_the_label_away():

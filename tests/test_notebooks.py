@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -87,10 +88,24 @@ def test_notebooks_declare_only_profile_and_overrides():
 
 @pytest.mark.parametrize("info", NOTEBOOKS, ids=lambda nb: nb.path.name)
 def test_notebooks_are_thin(info):
-    """Logic lives in tested library functions: each notebook stays short (code lines, imports included)."""
-    code = [c for c in _cells(info) if c["cell_type"] == "code"]
-    n_lines = sum(len(_source(c).splitlines()) for c in code)
-    assert n_lines <= 140, f"{info.path.name} has {n_lines} code lines; move logic into cxrlib"
+    """Logic lives in tested library functions: each notebook stays short. Counted: the lines of code that
+    do something (not blank, not a comment, not part of an import statement, which the formatter spreads over
+    one line per name)."""
+    n_lines = 0
+    for cell in _cells(info):
+        if cell["cell_type"] != "code":
+            continue
+        lines = _source(cell).splitlines()
+        imports = set()
+        for node in ast.walk(ast.parse(_source(cell))):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                imports.update(range(node.lineno, node.end_lineno + 1))
+        n_lines += sum(
+            1
+            for i, line in enumerate(lines, 1)
+            if line.strip() and not line.lstrip().startswith("#") and i not in imports
+        )
+    assert n_lines <= 140, f"{info.path.name} has {n_lines} lines of logic; move logic into cxrlib"
 
 
 @pytest.mark.parametrize("profile", ["demo", "paper"])

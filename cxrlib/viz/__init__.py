@@ -30,8 +30,15 @@ from __future__ import annotations
 
 from cxrlib.viz._common import LABEL_COLORS, MODALITY_MARKERS
 from cxrlib.viz.bars import plot_metric_bars
-from cxrlib.viz.galleries import i2t_gallery, pick_queries, plot_i2t_gallery, plot_t2i_gallery, t2i_gallery
-from cxrlib.viz.maps import map_panel_titles, plot_map_grid, plot_slide_summary
+from cxrlib.viz.galleries import (
+    i2t_gallery,
+    pick_queries,
+    plot_example_grid,
+    plot_i2t_gallery,
+    plot_t2i_gallery,
+    t2i_gallery,
+)
+from cxrlib.viz.maps import map_panel_titles, plot_map_grid, plot_slide_summary, slide_numbers
 from cxrlib.viz.projections import embed_2d, joint_projection, plot_projection_panels, subsample
 from cxrlib.viz.training import plot_ablation, plot_training_curves
 
@@ -47,12 +54,14 @@ __all__ = [
     "map_panel_titles",
     "plot_map_grid",
     "plot_slide_summary",
+    "slide_numbers",
     # galleries
     "pick_queries",
     "i2t_gallery",
     "plot_i2t_gallery",
     "t2i_gallery",
     "plot_t2i_gallery",
+    "plot_example_grid",
     # bars
     "plot_metric_bars",
     # training (notebook 03)

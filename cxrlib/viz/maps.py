@@ -28,7 +28,7 @@ from matplotlib.lines import Line2D
 
 from cxrlib.viz._common import LABEL_COLORS, MODALITY_MARKERS, finish, int_labels
 
-__all__ = ["MAP_COLUMNS", "map_panel_titles", "plot_map_grid", "plot_slide_summary"]
+__all__ = ["MAP_COLUMNS", "map_panel_titles", "plot_map_grid", "plot_slide_summary", "slide_numbers"]
 
 #: Column of the grid -> (modalities drawn, the two scores shown in its title).
 MAP_COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, str]]] = {
@@ -245,3 +245,19 @@ def plot_slide_summary(
         fig.suptitle(title, fontsize=18)
     fig.subplots_adjust(left=0.02, right=0.86, bottom=0.1, top=0.86)
     return finish(fig, out_path, dpi, close)
+
+
+def slide_numbers(
+    before: Mapping[str, float], after: Mapping[str, float], k: int
+) -> dict[str, tuple[float, float]]:
+    """The retrieval numbers of a before/after slide: ``{"i2t mAP@K label": (before, after), ...}``.
+
+    ``before``/``after`` are :func:`cxrlib.metrics.retrieval_metrics` dicts computed with cut-off ``k``; the
+    rows are label mAP@K and R@K in both directions (what :func:`plot_slide_summary` shows beside the maps).
+    """
+    out = {
+        f"{d} mAP@{k} label": (float(before[f"{d}_mAP@{k}_label"]), float(after[f"{d}_mAP@{k}_label"]))
+        for d in ("i2t", "t2i")
+    }
+    out |= {f"{d} R@{k}": (float(before[f"{d}_R@{k}"]), float(after[f"{d}_R@{k}"])) for d in ("i2t", "t2i")}
+    return out
