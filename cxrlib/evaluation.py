@@ -143,6 +143,12 @@ def paired_comparison(
         median_keys=[k for k in keys if k.endswith("_median_rank")],
         keys=keys,
     )
+    return _paired_table(diff, a, b, level)
+
+
+def _paired_table(diff: Mapping[str, Mapping[str, float]], a: str, b: str, level: float) -> pd.DataFrame:
+    """The table of :func:`paired_comparison` from :func:`cxrlib.metrics.paired_difference`'s output: the two
+    values, the change, its CI, ``p(not better)`` and the verdict (ranks improve downwards)."""
     out = []
     for key, d in diff.items():
         lo, hi = (-d["hi"], -d["lo"]) if lower_is_better(key) else (d["lo"], d["hi"])
@@ -643,18 +649,4 @@ def paired_finding_comparison(
     diff = paired_difference(
         values[a], values[b], rows["patient_id"].to_numpy(), n_boot=n_boot, seed=seed, level=level, keys=keys
     )
-    out = []
-    for key, d in diff.items():
-        verdict = "better" if d["lo"] > 0 else ("worse" if d["hi"] < 0 else "no difference shown")
-        out.append(
-            {
-                "metric": key,
-                a: round(d["a"], 3),
-                b: round(d["b"], 3),
-                "change": round(d["diff"], 3),
-                f"{round(100 * level)} % CI of the change": f"[{d['lo']:+.3f}, {d['hi']:+.3f}]",
-                "p(not better)": round(d["p_not_better"], 3),
-                "verdict": verdict,
-            }
-        )
-    return pd.DataFrame(out).set_index("metric")
+    return _paired_table(diff, a, b, level)  # finding metrics all improve upwards

@@ -77,22 +77,27 @@ def method_card_markdown(profiles: tuple[str, ...] = ("demo", "paper")) -> str:
     return "\n".join(lines)
 
 
-def update_readme(readme: Path | None = None, write: bool = True) -> bool:
-    """Put the current table between :data:`BEGIN` and :data:`END`; return True when the file changed."""
-    readme = readme or REPO_ROOT / "README.md"
+def replace_marked(readme: Path, begin: str, end: str, body: str, write: bool = True) -> bool:
+    """Put ``body`` between the ``begin`` and ``end`` marker lines of ``readme`` (the README's generated
+    sections); return True when the file changed (or, with ``write=False``, would change)."""
     text = readme.read_text()
-    if BEGIN not in text or END not in text:
+    if begin not in text or end not in text:
         raise ValueError(
-            f"{readme} has no method-card markers; add the lines\n{BEGIN}\n{END}\nwhere the table goes"
+            f"{readme} has no markers for this section; add the lines\n{begin}\n{end}\nwhere it goes"
         )
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{BEGIN}\n{method_card_markdown()}\n{END}{tail}"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    new = f"{head}{begin}\n{body.rstrip(chr(10))}\n{end}{tail}"
     if new == text:
         return False
     if write:
         readme.write_text(new)
     return True
+
+
+def update_readme(readme: Path | None = None, write: bool = True) -> bool:
+    """Put the current table between :data:`BEGIN` and :data:`END`; return True when the file changed."""
+    return replace_marked(readme or REPO_ROOT / "README.md", BEGIN, END, method_card_markdown(), write)
 
 
 def main(argv: list[str] | None = None) -> int:

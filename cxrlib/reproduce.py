@@ -337,6 +337,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     try:
         run(a.profile, a.start, a.only, a.param, a.kernel, refresh_notebooks=a.refresh_notebooks)
+        if a.refresh_notebooks and a.profile == "demo" and not a.out and not a.param:
+            # the committed demo was refreshed: the README's demo section is generated from its tables
+            from cxrlib.demo_report import update_readme
+
+            print(
+                "README.md demo results " + ("updated" if update_readme() else "already up to date"),
+                flush=True,
+            )
     except ProfileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -240,7 +240,10 @@ def test_weight_sanity_flags_random_and_untrained_weights():
     meta["random"]["bundle"]["near_chance_by_design"] = "the chance reference"
     table, warnings = weight_sanity(results, chance, meta, 10)
     assert table.loc["random", "verdict"] == "near chance by design" and not warnings
-    assert "not above chance" in table.loc["random", "note"] and "the chance reference" in table.loc["random", "note"]
+    assert (
+        "not above chance" in table.loc["random", "note"]
+        and "the chance reference" in table.loc["random", "note"]
+    )
     assert table.loc["good", "note"] == ""
 
 

@@ -99,7 +99,9 @@ def _scatter(
     ax.set_yticks([])
     ax.set_xlim(*limits[0])
     ax.set_ylim(*limits[1])
-    ax.set_aspect("equal", adjustable="box")
+    # the panel is filled (aspect "auto"): a t-SNE map's axes carry no scale, and an elongated layout kept at
+    # equal aspect would shrink to a thin strip; the three panels of a row share their limits all the same
+    ax.set_aspect("auto")
 
 
 def _legend_handles(lab: np.ndarray, label_names: Sequence[str], colors, modalities: Sequence[str]):
@@ -129,6 +131,7 @@ def plot_map_grid(
     """One row per space, three columns (images | reports | images + reports) of ONE joint 2-D fit.
 
     The three panels of a row share their frame (same limits), so a point sits at the same place in each.
+    Panels are filled (no equal aspect): 2-D map coordinates carry no scale.
 
     Args:
         rows: ``(row title, image_2d (n, 2), text_2d (n, 2), scores)`` per space, e.g. ``("before: demo",
