@@ -116,7 +116,7 @@ def exercise_3(lab: Lab) -> dict[str, float]:
     s = dataclasses.replace(
         lab.settings,
         demo_backbone=lab.settings.demo_backbone.replace(epochs=epochs),
-        eval=lab.settings.eval.replace(backbones=("demo",)),
+        eval=lab.settings.eval.replace(backbones=("demo",), also_finetune=()),
     )
     # a folder of its own for the new bundle and its embeddings: the run's `demo` bundle stays as it is
     with tempfile.TemporaryDirectory(prefix="ex02-3-") as tmp, isolated(tmp):
@@ -144,9 +144,9 @@ def exercise_3(lab: Lab) -> dict[str, float]:
             f"{lab.settings.demo_backbone.epochs} epochs {v['full']:.3f}  -> {100 * kept:.0f} % of the gain kept"
         )
         out[key] = kept
-    why = "a short pretraining keeps only a small part of the gain"
-    expect(lab, "share of the i2t R@10 gain kept", out["i2t_R@10"], Range((-0.5, 1.5), (-0.05, 0.5)), why)
-    expect(lab, "share of the t2i R@10 gain kept", out["t2i_R@10"], Range((-0.5, 1.5), (-0.05, 0.5)), why)
+    why = "a short pretraining keeps part of the image->text gain and little of the text->image gain"
+    expect(lab, "share of the i2t R@10 gain kept", out["i2t_R@10"], Range((-0.5, 1.5), (0.3, 0.9)), why)
+    expect(lab, "share of the t2i R@10 gain kept", out["t2i_R@10"], Range((-0.5, 1.5), (-0.05, 0.4)), why)
     return out
 
 
@@ -165,8 +165,8 @@ def exercise_4(lab: Lab) -> dict[str, float]:
             + f"  (chance {ch[f'{d}_P@10_label']:.3f})"
         )
     drop = {d: m[f"{d}_P@10_label"] - m[f"{d}_P@50_label"] for d in ("i2t", "t2i")}
-    expect(lab, "i2t P@10 - P@50 (label)", drop["i2t"], Range((-0.1, 0.2), (-0.02, 0.1)), "slow decline")
-    expect(lab, "t2i P@10 - P@50 (label)", drop["t2i"], Range((-0.1, 0.2), (-0.02, 0.1)), "slow decline")
+    expect(lab, "i2t P@10 - P@50 (label)", drop["i2t"], Range((-0.1, 0.2), (-0.02, 0.15)), "slow decline")
+    expect(lab, "t2i P@10 - P@50 (label)", drop["t2i"], Range((-0.1, 0.2), (-0.02, 0.15)), "slow decline")
     expect(
         lab,
         "t2i P@50 above chance",
