@@ -135,14 +135,15 @@ def results_markdown(results_dir: str | Path | None = None) -> str:
         p = pd.read_csv(path)
         sentences.append(_paired_sentence(p, p.columns[1], p.columns[2]))
     stems = [("03_paired", "")] + [(p.stem, "") for p in _paired_tables(tables, "03_paired_head_")]
-    for stem, what in [*stems, ("03_paired_findings", "finding level, ")]:
+    extra = [("03_paired_findings", "finding level, "), ("04_paired_clusters", "cluster scores per row, ")]
+    for stem, what in [*stems, *extra]:
         if (tables / f"{stem}.csv").is_file():
             p = _read(tables, stem)
             sentences.append(what + _paired_sentence(p, p.columns[1], p.columns[2]))
     if sentences:
         lines += [
             "Every pair of models is scored on the same queries, so each comparison is a **paired** patient "
-            "bootstrap of the difference (`02_paired_*.md`, `03_paired.md`, `03_paired_findings.md`; finding-level "
+            "bootstrap of the difference (`02_paired_*.md`, `03_paired*.md`, `04_paired_clusters.md`; finding level: "
             "nDCG@K with Jaccard gain of the finding sets, and finding precision FP@K):",
             "",
         ]

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,12 @@ __all__ = [
     "ablation_vs_backbone",
     "pick_threshold",
     "classifier_summary",
+    "finding_sets",
+    "finding_keys",
+    "evaluate_findings",
+    "finding_relevance_table",
+    "paired_finding_comparison",
+    "paired_cluster_comparison",
 ]
 
 
@@ -495,13 +502,6 @@ def train_head(
 # finding-level relevance (graded by finding sets): nDCG@K and finding precision FP@K, see
 # cxrlib.metrics.findings for the definitions
 # ----------------------------------------------------------------------------------------------------------
-__all__ += [
-    "finding_sets",
-    "finding_keys",
-    "evaluate_findings",
-    "finding_relevance_table",
-    "paired_finding_comparison",
-]
 
 
 def finding_sets(
@@ -650,3 +650,38 @@ def paired_finding_comparison(
         values[a], values[b], rows["patient_id"].to_numpy(), n_boot=n_boot, seed=seed, level=level, keys=keys
     )
     return _paired_table(diff, a, b, level)  # finding metrics all improve upwards
+
+
+def paired_cluster_comparison(
+    before: Any,
+    after: Any,
+    labels: np.ndarray,
+    patient_ids: np.ndarray,
+    n_boot: int,
+    seed: int,
+    k: int = 10,
+    level: float = 0.95,
+    names: tuple[str, str] = ("before", "after"),
+) -> pd.DataFrame:
+    """Do the label clusters of ``after`` beat those of ``before``? The paired patient bootstrap of
+    :func:`paired_comparison` on the per-row cluster scores (:func:`cxrlib.metrics.cluster_row_values`:
+    silhouettes of images, reports and both, leave-one-out k-NN accuracy of images and reports).
+
+    ``before``/``after``: objects with ``.image`` and ``.text`` (N, D) on the same rows; ``labels`` and
+    ``patient_ids`` (N,). Same columns and verdicts as :func:`paired_comparison` (so
+    :func:`paired_verdict_lines` reads it); the bootstrap resamples patients with the evaluated set held fixed
+    (a point's silhouette and neighbours depend on the others). ``n_boot`` must be >= 1.
+    """
+    from cxrlib.metrics.clusters import cluster_row_values
+
+    if n_boot < 1:
+        raise ValueError("paired_cluster_comparison needs n_boot >= 1: the verdict is a bootstrap test")
+    a, b = names
+    values = {
+        name: cluster_row_values(space.image, space.text, labels, k=k)
+        for name, space in ((a, before), (b, after))
+    }
+    diff = paired_difference(
+        values[a], values[b], np.asarray(patient_ids), n_boot=n_boot, seed=seed, level=level
+    )
+    return _paired_table(diff, a, b, level)

@@ -35,7 +35,13 @@ from __future__ import annotations
 
 from cxrlib.metrics.bootstrap import bootstrap_ci, bootstrap_replicates
 from cxrlib.metrics.chance import chance_levels
-from cxrlib.metrics.clusters import cluster_scores, knn_loo_predict, scores_table, topk_sorted
+from cxrlib.metrics.clusters import (
+    cluster_row_values,
+    cluster_scores,
+    knn_loo_predict,
+    scores_table,
+    topk_sorted,
+)
 from cxrlib.metrics.findings import (
     UNSPECIFIED_ABNORMALITY,
     FindingDirection,
@@ -87,6 +93,7 @@ __all__ = [
     "topk_sorted",
     "knn_loo_predict",
     "cluster_scores",
+    "cluster_row_values",
     "scores_table",
     # groups
     "first_appearance",

@@ -25,7 +25,7 @@ import pandas as pd
 from cxrlib.metrics._inputs import per_row, unit_rows
 from cxrlib.metrics.groups import subsample
 
-__all__ = ["topk_sorted", "knn_loo_predict", "cluster_scores", "scores_table"]
+__all__ = ["topk_sorted", "knn_loo_predict", "cluster_scores", "cluster_row_values", "scores_table"]
 
 _CHUNK_ELEMS = 2**22  # float64 similarity entries per chunk in the k-NN search (32 MB)
 
@@ -193,6 +193,44 @@ def cluster_scores(
     out["n_points"] = float(n)
     out["n_silhouette_points"] = float(sil.shape[0])
     return out
+
+
+def cluster_row_values(
+    image_emb: np.ndarray, text_emb: np.ndarray, labels: np.ndarray | Sequence[int], k: int = 10
+) -> dict[str, np.ndarray]:
+    """The label-separation scores of :func:`cluster_scores` as one value per row (image-report pair), so that
+    two spaces can be compared row by row (:func:`cxrlib.evaluation.paired_cluster_comparison`).
+
+    Keys: ``silhouette_image``, ``silhouette_text`` — each row's cosine silhouette
+    (:func:`sklearn.metrics.silhouette_samples`, all rows, no subsample); ``silhouette_joint`` — the mean of
+    the row's image and report silhouettes in the stacked 2N-point set; ``knn_acc_image``, ``knn_acc_text`` —
+    1.0 where the leave-one-out k-NN label is right. The mean over rows of each is exactly the corresponding
+    :func:`cluster_scores` value (computed without a silhouette subsample). A point's value depends on the other
+    points, so a bootstrap of these values resamples queries *given* the evaluated set.
+
+    Returns:
+        key -> (N,) float64.
+    """
+    from sklearn.metrics import silhouette_samples
+
+    img = unit_rows(image_emb, "image_emb")
+    txt = unit_rows(text_emb, "text_emb")
+    if img.shape != txt.shape:
+        raise ValueError(
+            f"image_emb {img.shape} and text_emb {txt.shape} must have the same shape (paired rows)."
+        )
+    n = img.shape[0]
+    lab = per_row(labels, n)
+    if not 2 <= np.unique(lab).shape[0] <= n - 1:
+        raise ValueError(f"per-row silhouettes need at least two label values among {n} rows")
+    joint = silhouette_samples(np.vstack([img, txt]), np.concatenate([lab, lab]), metric="cosine")
+    return {
+        "silhouette_image": silhouette_samples(img, lab, metric="cosine").astype(np.float64),
+        "silhouette_text": silhouette_samples(txt, lab, metric="cosine").astype(np.float64),
+        "silhouette_joint": (0.5 * (joint[:n] + joint[n:])).astype(np.float64),
+        "knn_acc_image": (knn_loo_predict(img, lab, k) == lab).astype(np.float64),
+        "knn_acc_text": (knn_loo_predict(txt, lab, k) == lab).astype(np.float64),
+    }
 
 
 def scores_table(rows: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
