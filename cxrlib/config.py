@@ -395,7 +395,9 @@ class EvalConfig(_JsonConfig):
             if name == self.finetune or name not in self.backbones:
                 raise ConfigError(
                     f"eval.also_finetune lists {name!r}: each entry must be one of eval.backbones "
-                    f"{list(self.backbones)} other than eval.finetune ({self.finetune!r})"
+                    f"{list(self.backbones)} other than eval.finetune ({self.finetune!r}); add it to eval.backbones "
+                    "or drop it from eval.also_finetune (e.g. --param eval.also_finetune=[] ; the demo profile "
+                    "sets [demo-general])"
                 )
         if len(set(self.also_finetune)) != len(self.also_finetune):
             raise ConfigError(f"eval.also_finetune lists a backbone twice: {list(self.also_finetune)}")

@@ -1,4 +1,4 @@
-"""The library never imports application code (runner, notebook set-up, demo pretraining, method card, CLI
+"""The library never imports application code (runner, notebook set-up, demo pretraining, method card, README demo section, CLI
 helpers), as open_clip keeps ``open_clip`` apart from ``open_clip_train``."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ APPLICATION = {
     "cxrlib.notebook",
     "cxrlib.demo_backbone",
     "cxrlib.methodcard",
+    "cxrlib.demo_report",
 }
 
 

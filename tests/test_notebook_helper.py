@@ -87,7 +87,9 @@ def test_metrics_and_checkpoint_paths_follow_the_one_slug_rule(results_in_tmp):
 def test_labels_and_relabel_give_short_unique_row_labels(results_in_tmp):
     a, b = "local-dir:/exports/clip/y", "local-dir:/exports/biomedclip/y"
     c = "hf-hub:org/biomedclip-tiny"
-    nb = notebook.start_notebook("02", "demo", {"eval": {"backbones": [a, b, c], "finetune": c}})
+    nb = notebook.start_notebook(
+        "02", "demo", {"eval": {"backbones": [a, b, c], "finetune": c, "also_finetune": []}}
+    )
     ha, hb = (hashlib.sha256(n.encode()).hexdigest()[:8] for n in (a, b))
     assert nb.labels == {
         a: f"y [{ha}]",
