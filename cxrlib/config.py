@@ -515,6 +515,13 @@ class LossConfig(_JsonConfig):
     supcon_temperature: float = _f(
         0.07, "Khosla et al. 2020's value, also CLIP's initial temperature: a common scale for both contrasts"
     )
+    supcon_positives: str = _f(
+        "label",
+        "which pairs SupCon pulls together: 'label' = same normal/abnormal label (the paper's two classes, which "
+        "can collapse each class to a point); 'findings' = the same finding set (manifest tags), finer positives "
+        "that keep apart studies the binary label lumps together",
+        choices=("label", "findings"),
+    )
     clip_logit_scale_init: float | str | None = _f(
         None,
         "initial CLIP logit scale as a multiplier (exp domain): None = 1/0.07, CLIP's own init; 'backbone' = the "
@@ -538,6 +545,10 @@ class LossConfig(_JsonConfig):
                 raise ConfigError(f"LossConfig.{name} must be a finite number >= 0, got {v!r}")
         if self.w_bce == 0 and self.w_supcon == 0 and self.w_clip == 0:
             raise ConfigError("LossConfig: all three weights are 0 — nothing to train; set at least one > 0")
+        if self.supcon_positives not in ("label", "findings"):
+            raise ConfigError(
+                f"LossConfig.supcon_positives must be 'label' or 'findings', got {self.supcon_positives!r}"
+            )
         if not (isinstance(self.supcon_temperature, int | float) and self.supcon_temperature > 0):
             raise ConfigError(f"LossConfig.supcon_temperature must be > 0, got {self.supcon_temperature!r}")
         if not (isinstance(self.max_logit_scale, int | float) and self.max_logit_scale > 0):

@@ -59,13 +59,36 @@ __all__ = [
 
 
 def embedding_sets(rows: pd.DataFrame, source: Embeddings, splits: Sequence[str]) -> list[EmbeddingSet]:
-    """One :class:`EmbeddingSet` per split name, rows in manifest order (image, text, label, patient)."""
+    """One :class:`EmbeddingSet` per split name, rows in manifest order (image, text, label, patient).
+
+    When ``rows`` has a ``tags`` column, each set also carries ``supcon_labels``: one integer class per distinct
+    finding set over all of ``rows`` (:func:`finding_sets`; numbered in order of first appearance), used only by
+    ``LossConfig.supcon_positives='findings'``.
+    """
+    classes = None
+    if "tags" in rows.columns:
+        import warnings
+
+        with warnings.catch_warnings():  # notebook 02 already reported any untagged abnormal rows
+            warnings.simplefilter("ignore", UserWarning)
+            sets = finding_sets(rows)
+        ids: dict[tuple[str, ...], int] = {}
+        classes = pd.Series(
+            [ids.setdefault(tuple(sorted(f)), len(ids)) for f in sets], index=rows.index, dtype="int64"
+        )
     out = []
     for split in splits:
         part = rows[rows["split"] == split]
         e = source.select(part["image_id"])
         out.append(
-            EmbeddingSet(e.image, e.text, part["label"].to_numpy(), part["patient_id"].to_numpy(), name=split)
+            EmbeddingSet(
+                e.image,
+                e.text,
+                part["label"].to_numpy(),
+                part["patient_id"].to_numpy(),
+                name=split,
+                supcon_labels=None if classes is None else classes.loc[part.index].to_numpy(),
+            )
         )
     return out
 

@@ -216,9 +216,16 @@ class CompositeLoss(nn.Module):
     def clip_term(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return clip_loss(outputs["image"], outputs["text"], self.logit_scale())
 
-    def forward(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        outputs: dict[str, torch.Tensor],
+        labels: torch.Tensor,
+        supcon_labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """``outputs``: :meth:`MultiTaskProjector.forward`'s dict; ``labels``: ``(B,)`` 0/1 (not checked here —
-        :func:`cxrlib.training.train_projector` checks the dataset once).
+        :func:`cxrlib.training.train_projector` checks the dataset once); ``supcon_labels``: optional ``(B,)``
+        integer classes for the SupCon term instead of ``labels`` (``LossConfig.supcon_positives='findings'``:
+        one class per distinct finding set).
 
         Returns ``{"bce", "supcon", "clip", "total"}`` 0-d tensors; inactive terms are a detached NaN and
         ``total`` is exactly ``Σ w_k · L_k`` over the active terms in that order.
@@ -231,7 +238,9 @@ class CompositeLoss(nn.Module):
             if term == "bce":
                 value = self.bce_term(outputs, labels)
             elif term == "supcon":
-                value = self.supcon_term(outputs, labels)
+                value = self.supcon_term(
+                    outputs, labels if supcon_labels is None else supcon_labels.reshape(-1)
+                )
             else:
                 value = self.clip_term(outputs)
             out[term] = value

@@ -63,6 +63,8 @@ class EmbeddingSet:
 
     ``image``, ``text``: ``(N, D)`` float32 (row i of both is one image–report pair); ``labels``: ``(N,)``
     int (0 normal, 1 abnormal); ``patient_ids``: optional ``(N,)``. ``name`` appears in error messages.
+    ``supcon_labels``: optional ``(N,)`` int classes for SupCon when ``LossConfig.supcon_positives='findings'``
+    (one class per distinct finding set; :func:`cxrlib.evaluation.embedding_sets` fills it).
     Arrays are converted on construction; non-finite rows raise an error naming them.
     """
 
@@ -71,6 +73,7 @@ class EmbeddingSet:
     labels: np.ndarray
     patient_ids: np.ndarray | None = None
     name: str = "embeddings"
+    supcon_labels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.image = np.ascontiguousarray(self.image, dtype=np.float32)
@@ -100,6 +103,14 @@ class EmbeddingSet:
                 )
         if self.image.shape[1] != self.text.shape[1]:
             raise ValueError(f"{self.name}: image dim {self.image.shape[1]} != text dim {self.text.shape[1]}")
+        if self.supcon_labels is not None:
+            sl = np.asarray(self.supcon_labels)
+            if sl.shape != self.labels.shape or sl.dtype.kind not in "biu":
+                raise ValueError(
+                    f"{self.name}: supcon_labels must be integers of shape {self.labels.shape}, got "
+                    f"{sl.dtype} {sl.shape}"
+                )
+            self.supcon_labels = sl.astype(np.int64)
         if self.patient_ids is not None:
             self.patient_ids = np.asarray(self.patient_ids)
             if self.patient_ids.shape != self.labels.shape:
@@ -153,7 +164,12 @@ def run_fingerprint(
     """
     parts: list[Any] = []
     for data in (train, val):
-        for a in (data.image, data.text, data.labels):
+        arrays = [data.image, data.text, data.labels]
+        if loss_cfg.supcon_positives == "findings" and data.supcon_labels is not None:
+            arrays.append(
+                data.supcon_labels
+            )  # only where it changes the run: label-SupCon runs keep their bits
+        for a in arrays:
             a = np.ascontiguousarray(a)
             parts += [f"{a.dtype}{a.shape}".encode(), a]
     configs = {type(c).__name__: c.to_dict() for c in (projector_cfg, loss_cfg, train_cfg)}
@@ -208,9 +224,10 @@ def train_one_epoch(
     generator: torch.Generator,
     drop_last: bool = True,
     grad_clip: float | None = None,
+    supcon_labels: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """One pass over device tensors ``image``/``text`` ``(N, D)`` and ``labels`` ``(N,)`` in a seeded random
-    order, batches by slicing one permutation. Returns the epoch means ``{"bce", "supcon", "clip", "total"}``
+    """One pass over device tensors ``image``/``text`` ``(N, D)`` and ``labels`` ``(N,)`` (``supcon_labels``:
+    optional ``(N,)`` SupCon classes) in a seeded random order, batches by slicing one permutation. Returns the epoch means ``{"bce", "supcon", "clip", "total"}``
     (NaN for inactive terms) and ``"lr"`` (the learning rate of the last step).
 
     Loss sums are accumulated on the device and read once at the end (no per-step host sync).
@@ -227,7 +244,7 @@ def train_one_epoch(
     for start in range(0, stop, batch_size):
         idx = perm[start : start + batch_size]
         outputs = model(image[idx], text[idx])
-        losses = loss_fn(outputs, labels[idx])
+        losses = loss_fn(outputs, labels[idx], None if supcon_labels is None else supcon_labels[idx])
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         if grad_clip is not None:
@@ -255,6 +272,7 @@ def evaluate(
     labels: torch.Tensor,
     ks: tuple[int, ...],
     batch_size: int,
+    supcon_labels: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Validation: losses (``val_*``, batch-size-weighted means over consecutive batches, eval mode) and
     :func:`cxrlib.metrics.retrieval_metrics` of the projected ``(N, out_dim)`` embeddings."""
@@ -269,7 +287,7 @@ def evaluate(
     for start in range(0, n, batch_size):
         sl = slice(start, start + batch_size)
         outputs = model(image[sl], text[sl])
-        losses = loss_fn(outputs, labels[sl])
+        losses = loss_fn(outputs, labels[sl], None if supcon_labels is None else supcon_labels[sl])
         sums += torch.stack([losses[k] for k in (*LOSS_TERMS, "total")]).double() * outputs["image"].shape[0]
         img_parts.append(outputs["image"])
         txt_parts.append(outputs["text"])
@@ -341,6 +359,14 @@ def train_projector(
     need_binary = loss_cfg.w_bce != 0
     _check_set(train, "train", projector_cfg.in_dim, need_binary)
     _check_set(val, "val", projector_cfg.in_dim, need_binary)
+    by_findings = loss_cfg.supcon_positives == "findings" and loss_cfg.w_supcon != 0
+    for data, what in ((train, "train"), (val, "val")):
+        if by_findings and data.supcon_labels is None:
+            raise ValueError(
+                f"LossConfig.supcon_positives='findings' needs finding classes, but the {what} set ({data.name}) "
+                "has no supcon_labels; build the sets with cxrlib.evaluation.embedding_sets (it reads the "
+                "manifest's tags) or set loss.supcon_positives=label"
+            )
     steps = train_cfg.steps_per_epoch(len(train))
     if steps == 0:
         raise ValueError(
@@ -366,9 +392,16 @@ def train_projector(
         )
 
     tr, va = to_dev(train), to_dev(val)
+    sc_tr, sc_va = (
+        (torch.from_numpy(train.supcon_labels).to(device), torch.from_numpy(val.supcon_labels).to(device))
+        if by_findings
+        else (None, None)
+    )
 
     def val_row() -> dict[str, float]:
-        m = evaluate(model, loss_fn, *va, ks=train_cfg.eval_ks, batch_size=train_cfg.batch_size)
+        m = evaluate(
+            model, loss_fn, *va, ks=train_cfg.eval_ks, batch_size=train_cfg.batch_size, supcon_labels=sc_va
+        )
         m["monitor"] = _monitor_value(m, train_cfg.monitor)
         return m
 
@@ -399,6 +432,7 @@ def train_projector(
             generator=generator,
             drop_last=train_cfg.drop_last,
             grad_clip=train_cfg.grad_clip,
+            supcon_labels=sc_tr,
         )
         if not math.isfinite(tl["total"]):
             raise FloatingPointError(

@@ -184,12 +184,43 @@ def exercise_5(lab: Lab) -> dict[str, float]:
     return {"first_by_id": fixed, "min": min(drawn), "max": max(drawn), "all": everyone}
 
 
+def exercise_6(lab: Lab) -> dict[str, float]:
+    """Finding-level positives (loss.supcon_positives = 'findings'): less collapse, at the cost of the binary
+    clusters."""
+    from cxrlib.metrics import cluster_scores, geometry_scores
+
+    k, seed = lab.settings.viz.knn_k, lab.settings.run.seed
+    out = {}
+    for pos in ("label", "findings"):
+        img, txt, labels = _projected(lab, {"supcon_positives": pos})
+        g, c = geometry_scores(img, txt, labels), cluster_scores(img, txt, labels, k=k, seed=seed)
+        m = lab.test_metrics(lab.train(loss={"supcon_positives": pos}))
+        out[pos] = {**g, **c, **m}
+        print(
+            f"    positives = {pos:>8}: effective rank (images) {g['erank_image']:.1f}, cos diff-label "
+            f"{g['cos_diff_label']:.3f}, silhouette_joint {c['silhouette_joint']:.3f}, i2t R@10 {m['i2t_R@10']:.3f}, "
+            f"t2i R@10 {m['t2i_R@10']:.3f}, i2t mAP@10 label {m['i2t_mAP@10_label']:.3f}"
+        )
+    d_rank = out["findings"]["erank_image"] - out["label"]["erank_image"]
+    d_sil = out["findings"]["silhouette_joint"] - out["label"]["silhouette_joint"]
+    d_r10 = out["findings"]["i2t_R@10"] - out["label"]["i2t_R@10"]
+    expect(
+        lab, "effective rank (images), findings - label", d_rank, Range((-5, 40), (5, 25)), "less collapse"
+    )
+    expect(
+        lab, "silhouette_joint, findings - label", d_sil, Range((-0.6, 0.1), (-0.4, -0.05)), "binary clusters"
+    )
+    expect(lab, "i2t R@10, findings - label", d_r10, Range((-0.2, 0.3), (0.0, 0.2)), "instance detail kept")
+    return {"d_erank_image": d_rank, "d_silhouette_joint": d_sil, "d_i2t_R@10": d_r10}
+
+
 EXERCISES = {
     "exercise_1": exercise_1,
     "exercise_2": exercise_2,
     "exercise_3": exercise_3,
     "exercise_4": exercise_4,
     "exercise_5": exercise_5,
+    "exercise_6": exercise_6,
 }
 
 if __name__ == "__main__":
