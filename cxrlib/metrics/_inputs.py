@@ -151,3 +151,22 @@ def per_row(labels: np.ndarray | Sequence[int], n: int, name: str = "labels") ->
     if lab.ndim != 1 or lab.shape[0] != n:
         raise ValueError(f"{name} must have shape ({n},) (one per embedding row); got {lab.shape}.")
     return lab
+
+
+def checked_pair(
+    image_emb: object, text_emb: object, ks: Sequence[int], chunk_size: int | None
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """The common input checks of the chunked retrieval kernels: paired ``(N, D)`` image and report
+    embeddings of the same shape (:func:`checked_embeddings` each), the cut-offs (:func:`normalise_ks`) and
+    ``chunk_size`` (a positive integer or ``None``). Returns ``(img, txt, ks)``."""
+    img = checked_embeddings(image_emb, "image")
+    txt = checked_embeddings(text_emb, "text")
+    if img.shape != txt.shape:
+        raise ValueError(
+            f"image_emb {img.shape} and text_emb {txt.shape} must have the same shape (N, D): row i of each "
+            "is one image–report pair."
+        )
+    ks_t = normalise_ks(ks)
+    if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size!r}.")
+    return img, txt, ks_t

@@ -124,6 +124,17 @@ def _modality_gap(img: np.ndarray, txt: np.ndarray) -> tuple[float, float]:
     return gap, float(1.0 - np.clip(ci @ ct / denom, -1.0, 1.0))
 
 
+def _paired_units(image_emb: np.ndarray, text_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit rows of paired (N, D) image and report embeddings of the same shape."""
+    img = unit_rows(image_emb, "image_emb")
+    txt = unit_rows(text_emb, "text_emb")
+    if img.shape != txt.shape:
+        raise ValueError(
+            f"image_emb {img.shape} and text_emb {txt.shape} must have the same shape (paired rows)."
+        )
+    return img, txt
+
+
 def cluster_scores(
     image_emb: np.ndarray,
     text_emb: np.ndarray,
@@ -169,12 +180,7 @@ def cluster_scores(
     Returns:
         The flat dict above (floats).
     """
-    img = unit_rows(image_emb, "image_emb")
-    txt = unit_rows(text_emb, "text_emb")
-    if img.shape != txt.shape:
-        raise ValueError(
-            f"image_emb {img.shape} and text_emb {txt.shape} must have the same shape (paired rows)."
-        )
+    img, txt = _paired_units(image_emb, text_emb)
     n = img.shape[0]
     lab = per_row(labels, n)
     sil = np.arange(n) if max_silhouette_points is None else subsample(lab, max_silhouette_points, seed=seed)
@@ -213,12 +219,7 @@ def cluster_row_values(
     """
     from sklearn.metrics import silhouette_samples
 
-    img = unit_rows(image_emb, "image_emb")
-    txt = unit_rows(text_emb, "text_emb")
-    if img.shape != txt.shape:
-        raise ValueError(
-            f"image_emb {img.shape} and text_emb {txt.shape} must have the same shape (paired rows)."
-        )
+    img, txt = _paired_units(image_emb, text_emb)
     n = img.shape[0]
     lab = per_row(labels, n)
     if not 2 <= np.unique(lab).shape[0] <= n - 1:

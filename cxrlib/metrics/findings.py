@@ -82,7 +82,7 @@ import torch
 from numba import njit, prange
 from tqdm.auto import tqdm
 
-from cxrlib.metrics._inputs import checked_embeddings, normalise_ks, row_norms, to_numpy
+from cxrlib.metrics._inputs import checked_embeddings, checked_pair, normalise_ks, row_norms, to_numpy
 from cxrlib.metrics.bootstrap import bootstrap_ci
 from cxrlib.metrics.groups import unique_rows
 from cxrlib.metrics.kernels import _dot64, thresholds
@@ -479,16 +479,7 @@ def per_query_finding_metrics(
     Returns:
         :class:`FindingMetrics`. Memory O(chunk × M + (N + M)·(D + K)).
     """
-    img = checked_embeddings(image_emb, "image")
-    txt = checked_embeddings(text_emb, "text")
-    if img.shape != txt.shape:
-        raise ValueError(
-            f"image_emb {img.shape} and text_emb {txt.shape} must have the same shape (N, D): row i of each "
-            "is one image–report pair."
-        )
-    ks_t = normalise_ks(ks)
-    if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size!r}.")
+    img, txt, ks_t = checked_pair(image_emb, text_emb, ks, chunk_size)
     n, d = img.shape
     prep = _prepare(txt, findings)
     uid, m, fid, tfid = prep["uid"], prep["m"], prep["fid"], prep["tfid"]

@@ -81,9 +81,8 @@ from tqdm.auto import tqdm
 
 from cxrlib.metrics._inputs import (
     NORM_TOLERANCE,
-    checked_embeddings,
+    checked_pair,
     label_codes,
-    normalise_ks,
     row_norms,
     to_numpy,
 )
@@ -269,16 +268,7 @@ def per_query_metrics(
         :class:`PerQueryMetrics`; ``.summary()`` gives the flat dict of :func:`retrieval_metrics`.
     Memory: O(chunk_size × M + N·(D + K)); never N × N.
     """
-    img = checked_embeddings(image_emb, "image")
-    txt = checked_embeddings(text_emb, "text")
-    if img.shape != txt.shape:
-        raise ValueError(
-            f"image_emb {img.shape} and text_emb {txt.shape} must have the same shape (N, D): row i of each "
-            "is one image–report pair."
-        )
-    ks_t = normalise_ks(ks)
-    if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size!r}.")
+    img, txt, ks_t = checked_pair(image_emb, text_emb, ks, chunk_size)
     n, d = img.shape
 
     uid, first = unique_rows(txt)
