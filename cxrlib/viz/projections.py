@@ -21,7 +21,10 @@ from matplotlib.lines import Line2D
 from cxrlib.metrics.groups import subsample
 from cxrlib.viz._common import LABEL_COLORS, MODALITY_MARKERS, finish, finite_matrix, int_labels
 
-__all__ = ["embed_2d", "joint_projection", "subsample", "plot_projection_panels"]
+__all__ = ["METHOD_NAMES", "embed_2d", "joint_projection", "subsample", "plot_projection_panels"]
+
+#: How figure titles spell each 2-D method of :func:`embed_2d`.
+METHOD_NAMES: dict[str, str] = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
 
 _METHODS = ("tsne", "umap", "pca")
 
