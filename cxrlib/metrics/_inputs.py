@@ -170,3 +170,20 @@ def checked_pair(
     if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size!r}.")
     return img, txt, ks_t
+
+
+def check_bootstrap_args(n_boot: object, patient_ids: object, n_rows: int) -> None:
+    """``n_boot`` a non-negative integer; with ``n_boot > 0`` the (N,) ``patient_ids`` the bootstrap resamples."""
+    if int(n_boot) != n_boot or n_boot < 0:  # type: ignore[call-overload, operator]
+        raise ValueError(f"n_boot must be a non-negative integer; got {n_boot!r}.")
+    if n_boot > 0 and patient_ids is None:  # type: ignore[operator]
+        raise ValueError(
+            "n_boot > 0 needs patient_ids: the bootstrap resamples patients. Pass the manifest's patient_id "
+            "column (or np.arange(N) to resample rows, which ignores within-patient correlation)."
+        )
+    if patient_ids is not None:
+        pid = to_numpy(patient_ids)
+        if pid.ndim != 1 or pid.shape[0] != n_rows:
+            raise ValueError(
+                f"patient_ids must have shape ({n_rows},) (one per row of the embeddings); got {pid.shape}."
+            )

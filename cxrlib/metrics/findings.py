@@ -82,7 +82,14 @@ import torch
 from numba import njit, prange
 from tqdm.auto import tqdm
 
-from cxrlib.metrics._inputs import checked_embeddings, checked_pair, normalise_ks, row_norms, to_numpy
+from cxrlib.metrics._inputs import (
+    check_bootstrap_args,
+    checked_embeddings,
+    checked_pair,
+    normalise_ks,
+    row_norms,
+    to_numpy,
+)
 from cxrlib.metrics.bootstrap import bootstrap_ci
 from cxrlib.metrics.groups import unique_rows
 from cxrlib.metrics.kernels import _dot64, thresholds
@@ -565,18 +572,7 @@ def finding_metrics(
     Arguments as :func:`per_query_finding_metrics`, plus ``patient_ids`` (N,) (required with ``n_boot > 0``:
     patients are resampled, see :mod:`cxrlib.metrics.bootstrap`), ``n_boot`` and the bootstrap ``seed``.
     """
-    if int(n_boot) != n_boot or n_boot < 0:
-        raise ValueError(f"n_boot must be a non-negative integer; got {n_boot!r}.")
-    if n_boot > 0 and patient_ids is None:
-        raise ValueError(
-            "n_boot > 0 needs patient_ids: the bootstrap resamples patients. Pass the manifest's patient_id "
-            "column (or np.arange(N) to resample rows)."
-        )
-    if patient_ids is not None:
-        n = int(to_numpy(image_emb).shape[0])
-        pid = to_numpy(patient_ids)
-        if pid.ndim != 1 or pid.shape[0] != n:
-            raise ValueError(f"patient_ids must have shape ({n},) (one per row); got {pid.shape}.")
+    check_bootstrap_args(n_boot, patient_ids, int(to_numpy(image_emb).shape[0]))
     fm = per_query_finding_metrics(
         image_emb, text_emb, findings, ks=ks, chunk_size=chunk_size, progress=progress
     )

@@ -81,10 +81,10 @@ from tqdm.auto import tqdm
 
 from cxrlib.metrics._inputs import (
     NORM_TOLERANCE,
+    check_bootstrap_args,
     checked_pair,
     label_codes,
     row_norms,
-    to_numpy,
 )
 from cxrlib.metrics.bootstrap import bootstrap_ci
 from cxrlib.metrics.groups import majority_labels, unique_rows
@@ -459,20 +459,8 @@ def retrieval_metrics(
         Flat dict: ``i2t_R@{k}``, ``i2t_mean_rank``, ``i2t_median_rank``, ``i2t_MRR`` (and ``t2i_``), label
         keys, ``n_queries`` (N), ``n_unique_texts`` (M), and the CI keys, each CI right after its metric.
     """
-    if int(n_boot) != n_boot or n_boot < 0:
-        raise ValueError(f"n_boot must be a non-negative integer; got {n_boot!r}.")
-    if n_boot > 0 and patient_ids is None:
-        raise ValueError(
-            "n_boot > 0 needs patient_ids: the bootstrap resamples patients. Pass the manifest's patient_id "
-            "column (or np.arange(N) to resample rows, which ignores within-patient correlation)."
-        )
-    if patient_ids is not None:
-        n = int(image_emb.shape[0]) if getattr(image_emb, "ndim", 0) >= 1 else len(image_emb)
-        pid = to_numpy(patient_ids)
-        if pid.ndim != 1 or pid.shape[0] != n:
-            raise ValueError(
-                f"patient_ids must have shape ({n},) (one per row of the embeddings); got {pid.shape}."
-            )
+    n_rows = int(image_emb.shape[0]) if getattr(image_emb, "ndim", 0) >= 1 else len(image_emb)
+    check_bootstrap_args(n_boot, patient_ids, n_rows)
     pq = per_query_metrics(
         image_emb, text_emb, labels=labels, ks=ks, chunk_size=chunk_size, progress=progress
     )
