@@ -19,6 +19,7 @@ __all__ = [
     "unit_rows",
     "per_row",
     "int_labels",
+    "labels_and_colors",
     "finish",
 ]
 
@@ -42,6 +43,18 @@ def int_labels(labels: np.ndarray | Sequence[int], n: int, n_names: int) -> np.n
             f"{np.unique(lab)[:10].tolist()}. Pass label_names with one name per label value."
         )
     return lab.astype(np.int64)
+
+
+def labels_and_colors(
+    labels: np.ndarray | Sequence[int], label_names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The plots' label set-up: 1-D ``labels`` checked by :func:`int_labels`, and the (n_names,) object array
+    of their :data:`LABEL_COLORS` (``colors[lab]`` colours each point)."""
+    if np.ndim(labels) != 1:
+        raise ValueError(f"labels must be 1-D (n,); got shape {np.shape(labels)}.")
+    lab = int_labels(labels, len(labels), len(label_names))
+    colors = np.array([LABEL_COLORS[j % len(LABEL_COLORS)] for j in range(len(label_names))], dtype=object)
+    return lab, colors
 
 
 def finish(fig: Figure, out_path: str | os.PathLike[str] | None, dpi: int, close: bool) -> Figure:

@@ -26,7 +26,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from cxrlib.viz._common import LABEL_COLORS, MODALITY_MARKERS, finish, int_labels
+from cxrlib.viz._common import LABEL_COLORS, MODALITY_MARKERS, finish, labels_and_colors
 
 __all__ = ["MAP_COLUMNS", "map_panel_titles", "plot_map_grid", "plot_slide_summary", "slide_numbers"]
 
@@ -145,11 +145,8 @@ def plot_map_grid(
     """
     if len(rows) == 0:
         raise ValueError("rows is empty; pass at least one (title, image_2d, text_2d, scores) tuple.")
-    if np.ndim(labels) != 1:
-        raise ValueError(f"labels must be 1-D (n,); got shape {np.shape(labels)}.")
-    lab = int_labels(labels, len(labels), len(label_names))
+    lab, colors = labels_and_colors(labels, label_names)
     n = lab.shape[0]
-    colors = np.array([LABEL_COLORS[j % len(LABEL_COLORS)] for j in range(len(label_names))], dtype=object)
     ncol = len(MAP_COLUMNS)
     fig, axes = plt.subplots(
         len(rows), ncol, figsize=(panel_size * ncol + 0.8, panel_size * len(rows) + 0.9), squeeze=False
@@ -203,11 +200,8 @@ def plot_slide_summary(
     """
     if not numbers:
         raise ValueError("numbers is empty; pass metric -> (before, after), e.g. from the comparison table.")
-    if np.ndim(labels) != 1:
-        raise ValueError(f"labels must be 1-D (n,); got shape {np.shape(labels)}.")
-    lab = int_labels(labels, len(labels), len(label_names))
+    lab, colors = labels_and_colors(labels, label_names)
     n = lab.shape[0]
-    colors = np.array([LABEL_COLORS[j % len(LABEL_COLORS)] for j in range(len(label_names))], dtype=object)
     fig = plt.figure(figsize=(13.33, 7.5))
     grid = fig.add_gridspec(1, 3, width_ratios=(1, 1, 1.15), wspace=0.08)
     for c, (ptitle, img2, txt2) in enumerate((before, after)):

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from cxrlib.metrics.groups import subsample
-from cxrlib.viz._common import LABEL_COLORS, MODALITY_MARKERS, finish, finite_matrix, int_labels
+from cxrlib.viz._common import MODALITY_MARKERS, finish, finite_matrix, labels_and_colors
 
 __all__ = ["METHOD_NAMES", "embed_2d", "joint_projection", "subsample", "plot_projection_panels"]
 
@@ -208,12 +208,9 @@ def plot_projection_panels(
     """
     if len(panels) == 0:
         raise ValueError("panels is empty; pass at least one (title, image_2d, text_2d) tuple.")
-    if np.ndim(labels) != 1:
-        raise ValueError(f"labels must be 1-D (n,); got shape {np.shape(labels)}.")
-    lab = int_labels(labels, len(labels), len(label_names))
+    lab, colors = labels_and_colors(labels, label_names)
     n = lab.shape[0]
     order = np.random.default_rng(0).permutation(n)
-    colors = np.array([LABEL_COLORS[j % len(LABEL_COLORS)] for j in range(len(label_names))], dtype=object)
     fig, axes = plt.subplots(1, len(panels), figsize=(panel_size * len(panels), panel_size), squeeze=False)
     for ax, (ptitle, img2, txt2) in zip(axes[0], panels, strict=True):
         if img2 is None and txt2 is None:
