@@ -199,6 +199,9 @@ def run(
                 progress_bar=False,
                 cwd=str(nb.path.parent),
                 log_output=False,
+                # every output is in and every file written once the last cell is done: stop the kernel at
+                # once instead of waiting ~2 s for its interpreter to tear torch down (nbclient's option)
+                shutdown_kernel="immediate",
             )
         except Exception as exc:  # papermill raises its own and kernel/startup errors
             timings[nb.name] = time.perf_counter() - t0

@@ -14,19 +14,23 @@ __all__ = ["seed_everything", "resolve_device", "set_threads"]
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed python, numpy and torch (CPU and CUDA) from one integer.
 
-    With ``deterministic=True`` torch is asked for deterministic kernels (``warn_only`` so that a CUDA op
-    without a deterministic variant warns instead of failing); on CPU the demo then reruns bit-identically
-    for a fixed thread count (see :func:`set_threads`).
+    With ``deterministic=True`` and a CUDA GPU visible, torch is asked for deterministic kernels
+    (``torch.use_deterministic_algorithms``, ``warn_only`` so that a CUDA op without a deterministic variant warns
+    instead of failing) and cuDNN's autotuner is turned off. In a CPU-only process the flag is not set: the CPU
+    kernels this project uses (matmul, convolution, attention, indexing) do not change with it, and setting it
+    imports torch's compiler stack (about 2.5 s per process, paid by every notebook). CPU results are
+    bit-identical between reruns for a fixed thread count (see :func:`set_threads`); the demo's rerun test and
+    ``tests/test_runtime.py`` check that.
     """
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds the legacy global RNG that third-party code still uses
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
 
 
 def resolve_device(device: str = "auto") -> torch.device:
