@@ -12,14 +12,14 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
+from test_training import PROJ, make_set
 
-from cxrlib.config import LossConfig, ProjectorConfig, TrainConfig
+from cxrlib.config import LossConfig, TrainConfig
 from cxrlib.paths import REPO_ROOT
 from cxrlib.runtime import seed_everything, set_threads
-from cxrlib.training import EmbeddingSet, train_projector
+from cxrlib.training import train_projector
 
 
 @pytest.fixture(autouse=True)
@@ -30,28 +30,15 @@ def restore_flags():
     set_threads(before[1])
 
 
-def _set(n: int, seed: int) -> EmbeddingSet:
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 2, size=n)
-    base = rng.normal(size=(n, 16)) + labels[:, None]
-    return EmbeddingSet(
-        image=base + 0.3 * rng.normal(size=(n, 16)),
-        text=base + 0.3 * rng.normal(size=(n, 16)),
-        labels=labels,
-        patient_ids=np.arange(n).astype(str),
-        name=f"set{seed}",
-    )
-
-
 def _train(flag: bool) -> dict[str, torch.Tensor]:
     seed_everything(0)
     torch.use_deterministic_algorithms(flag)
     cfgs = (
-        ProjectorConfig(in_dim=16, out_dim=16, hidden_dim=32),
+        PROJ,
         LossConfig(),
         TrainConfig(epochs=3, batch_size=32, warmup_epochs=1, patience=None, seed=0),
     )
-    result = train_projector(_set(160, 0), _set(48, 1), *cfgs, progress=False)
+    result = train_projector(make_set(160, 0, "train"), make_set(48, 1, "val"), *cfgs, progress=False)
     return {k: v.detach().clone() for k, v in result.model.state_dict().items()}
 
 
