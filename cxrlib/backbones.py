@@ -81,6 +81,8 @@ __all__ = [
     "display_name",
     "display_names",
     "slug",
+    "trims_text_padding",
+    "encode_text_trimmed",
 ]
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,58 @@ DEMO_MODEL_CFG: dict = {
 }
 #: Grayscale radiographs: one mean/std repeated over the three channels.
 DEMO_PREPROCESS_CFG: dict = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "interpolation": "bicubic"}
+
+
+def trims_text_padding(model: torch.nn.Module) -> bool:
+    """Can :func:`encode_text_trimmed` encode this model's texts? True for open_clip's built-in ``CLIP`` text
+    tower (OpenAI CLIP, the demo models): a causal mask and pooling at the end-of-text token (``argmax`` or
+    ``eos``), so no token ever attends to the padding after it. False for Hugging Face text towers
+    (BiomedCLIP's PubMedBERT, bidirectional) and other pooling rules."""
+    from open_clip.model import CLIP
+
+    return (
+        isinstance(model, CLIP)
+        and getattr(model, "text_pool_type", None) in ("argmax", "eos")
+        and getattr(model, "attn_mask", None) is not None
+    )
+
+
+def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text(tokens)`` (not normalised) without the padding columns after the batch's longest text.
+
+    Exact for a model with :func:`trims_text_padding`: under the causal mask no kept token attends to a dropped
+    column, and the pooled end-of-text token is kept; only the float summation order of the shorter matrices
+    differs (~1e-7). Padding is token id 0 (open_clip's tokenizers and the demo's ``[PAD]``); a batch with no
+    all-zero trailing column is encoded whole. Batches of texts of similar length gain the most.
+
+    Args:
+        model: an open_clip ``CLIP`` with :func:`trims_text_padding`.
+        tokens: (B, C) int64 token ids.
+
+    Returns:
+        (B, embed_dim) text features, as ``encode_text`` returns them.
+    """
+    if not trims_text_padding(model):
+        raise ValueError(
+            "encode_text_trimmed needs an open_clip CLIP whose text tower has a causal mask and pools at the "
+            "end-of-text token (argmax or eos); use model.encode_text for this model"
+        )
+    used = torch.nonzero((tokens != 0).any(dim=0))
+    n = int(used.max()) + 1 if len(used) else tokens.shape[1]
+    if n >= tokens.shape[1]:
+        return model.encode_text(tokens)
+    from open_clip.transformer import text_global_pool
+
+    t = tokens[:, :n]
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(t).to(cast) + model.positional_embedding[:n].to(cast)
+    x = model.transformer(x, attn_mask=model.attn_mask[:n, :n])
+    x = model.ln_final(x)
+    x = text_global_pool(x, t, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    proj = model.text_projection
+    if proj is None:
+        return x
+    return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
 
 
 class WeightsUnavailableError(RuntimeError):

@@ -256,9 +256,16 @@ class RunConfig(_JsonConfig):
         "extraction and projector training device: the demo runs on CPU; 'cuda' or 'auto' on a GPU server",
         choices=("cpu", "cuda", "auto", "mps"),
     )
+    workers: int = _f(
+        2,
+        "processes for independent trainings on CPU (02: the two demo backbones; 03: the heads and the loss "
+        "ablation), this one included; each training runs at one thread, so this changes the wall time, never a "
+        "number (cxrlib.parallel); 1 = one after another in this process",
+    )
 
     def __post_init__(self) -> None:
         _check_number("run.num_threads", self.num_threads, 0)
+        _check_int("run.workers", self.workers, 1)
 
 
 @dataclass(frozen=True)
@@ -619,6 +626,11 @@ class TrainConfig(_JsonConfig):
     drop_last: bool = _f(
         True, "drop the last incomplete batch: a tiny batch has almost no negatives for SupCon/CLIP"
     )
+    threads: int = _f(
+        1,
+        "torch threads of a training on CPU: 1 = the same bits on any machine and whether trainings run side by "
+        "side or not (run.workers); 0 = leave torch's setting",
+    )
 
     def __post_init__(self) -> None:
         def positive(name: str, allow_zero: bool = False) -> None:
@@ -665,6 +677,7 @@ class TrainConfig(_JsonConfig):
             raise ConfigError(f"TrainConfig.drop_last must be true/false, got {self.drop_last!r}")
         if not isinstance(self.device, str) or not self.device:
             raise ConfigError(f"TrainConfig.device must be a string such as 'cpu', got {self.device!r}")
+        _check_int("TrainConfig.threads", self.threads, 0)
 
     def steps_per_epoch(self, n_train: int) -> int:
         """Optimiser steps in one epoch over ``n_train`` pairs."""

@@ -37,7 +37,6 @@ import numpy as np
 import open_clip
 import pandas as pd
 import torch
-from open_clip.transformer import text_global_pool
 from tqdm.auto import tqdm
 
 from cxrlib.backbones import (
@@ -46,11 +45,13 @@ from cxrlib.backbones import (
     Backbone,
     demo_bundle_dir,
     demo_model_cfg,
+    encode_text_trimmed,
     save_bundle,
 )
 from cxrlib.cache import file_lock
 from cxrlib.config import DemoBackboneConfig
 from cxrlib.data.manifest import manifest_hash
+from cxrlib.parallel import run_jobs, start_workers
 from cxrlib.runtime import seed_everything
 
 __all__ = [
@@ -75,7 +76,7 @@ __all__ = [
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 #: Bumped whenever the training code, tokenizer rule or caption rule changes the weights (part of the key).
-_KEY_VERSION = 3
+_KEY_VERSION = 4
 #: Weight decay of the pretraining's AdamW (CLIP's and open_clip_train's usual small value).
 _WEIGHT_DECAY = 0.05
 #: Share of the pretraining steps spent warming the learning rate up linearly (it keeps the first steps from
@@ -253,19 +254,10 @@ def encode_text_by_length(
         raise ValueError(
             "encode_text_by_length needs a CLIP whose text tower pools at [EOS] (the demo model)"
         )
+    # each chunk cut to its longest text: cxrlib.backbones.encode_text_trimmed
     lengths = (tokens != PAD_ID).sum(dim=1)
     order = torch.argsort(lengths, stable=True)
-    cast = model.transformer.get_cast_dtype()
-    parts = []
-    for s in range(0, len(order), chunk):
-        idx = order[s : s + chunk]
-        n = int(lengths[idx].max())
-        t = tokens[idx, :n]
-        x = model.token_embedding(t).to(cast) + model.positional_embedding[:n].to(cast)
-        x = model.transformer(x, attn_mask=model.attn_mask[:n, :n])
-        x = model.ln_final(x)
-        x = text_global_pool(x, t, model.text_pool_type, eos_token_id=model.text_eos_id)
-        parts.append(x @ model.text_projection)
+    parts = [encode_text_trimmed(model, tokens[order[s : s + chunk]]) for s in range(0, len(order), chunk)]
     feats = torch.empty((len(tokens), parts[0].shape[1]), dtype=parts[0].dtype)
     feats = feats.index_put((order,), torch.cat(parts))
     return torch.nn.functional.normalize(feats, dim=-1)
@@ -420,6 +412,7 @@ def build_demo_backbones(
     seed: int = 0,
     force: bool = False,
     progress: bool = True,
+    workers: int = 1,
 ) -> dict:
     """Build (or reuse) the three demo bundles: ``demo``, ``demo-general`` and ``demo-random``.
 
@@ -428,8 +421,8 @@ def build_demo_backbones(
     domain foundation model that has seen chest X-rays and reports but was never trained for normal/abnormal
     retrieval. ``demo-general`` gets the same images, architecture, tokenizer, seed and budget, but
     general-domain captions (:func:`general_captions`) instead of the reports: a general-purpose model.
-    ``demo-random`` is the untrained architecture. Training is deterministic on CPU for a fixed seed and
-    thread count. The bundles are reused when their key (architecture, tokenizer vocabulary, data, seed,
+    ``demo-random`` is the untrained architecture. Training is deterministic on CPU for a fixed seed (each
+    pretraining runs at one thread, whichever process runs it). The bundles are reused when their key (architecture, tokenizer vocabulary, data, seed,
     hyper-parameters, caption rule, code version) matches; ``force=True`` rebuilds.
 
     Args:
@@ -439,10 +432,12 @@ def build_demo_backbones(
         seed: initial weights, batch order and caption templates.
         force: rebuild even when the bundles' key matches.
         progress: show progress bars.
+        workers: processes for the two pretrainings (``run.workers``; :func:`cxrlib.parallel.run_jobs`). Each
+            pretraining runs at one thread, so the weights are the same bits for any value.
 
     Returns:
         ``{"demo": Path, "demo-general": Path, "demo-random": Path, "history": list[dict] (demo's epochs),
-        "history_general": list[dict], "seconds": float (both pretrainings), "seconds_by_backbone":
+        "history_general": list[dict], "seconds": float (wall time of both pretrainings), "seconds_by_backbone":
         {"demo": float, "demo-general": float}, "reused": bool}``.
 
     Raises:
@@ -451,10 +446,12 @@ def build_demo_backbones(
     out = demo_bundle_dir("demo")
     out.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(out):  # two runs building the demo backbones at once: the second waits, then reuses
-        return _build(manifest, image_cache, cfg or DemoBackboneConfig(), seed, force, progress)
+        return _build(manifest, image_cache, cfg or DemoBackboneConfig(), seed, force, progress, workers)
 
 
-def _build(manifest, image_cache, cfg: DemoBackboneConfig, seed: int, force: bool, progress: bool) -> dict:
+def _build(
+    manifest, image_cache, cfg: DemoBackboneConfig, seed: int, force: bool, progress: bool, workers: int
+) -> dict:
     pool = manifest[manifest["split"] == "pretrain"].reset_index(drop=True)
     if len(pool) < cfg.batch_size:
         raise ValueError(
@@ -486,6 +483,7 @@ def _build(manifest, image_cache, cfg: DemoBackboneConfig, seed: int, force: boo
             "reused": True,
         }
 
+    start_workers(workers, "cpu", ("cxrlib.demo_backbone",))  # they import torch while this process prepares
     seed_everything(seed)
     init = create_demo_model(vocab_size)
     init_state = {k: v.clone() for k, v in init.state_dict().items()}
@@ -544,23 +542,30 @@ def _build(manifest, image_cache, cfg: DemoBackboneConfig, seed: int, force: boo
         ),
     }
     result: dict = {**paths, "seconds_by_backbone": {}, "reused": False}
-    for name, (texts, what) in corpora.items():
-        t0 = time.perf_counter()
-        uniq_texts, text_idx = np.unique(np.asarray(texts, dtype=str), return_inverse=True)
-        tokens = hf_tok(list(uniq_texts))
+    names = list(corpora)
+    # jobs travel to the worker processes pickled: numpy arrays, not torch tensors (cxrlib.parallel)
+    init_numpy = {k: v.numpy() for k, v in init_state.items()}
+    x_numpy = x_all.numpy()
+    jobs = []
+    for name in names:
+        uniq_texts, text_idx = np.unique(np.asarray(corpora[name][0], dtype=str), return_inverse=True)
+        tokens = hf_tok(list(uniq_texts)).numpy()
+        jobs.append((vocab_size, init_numpy, x_numpy, tokens, text_idx, cfg, seed))
+        corpora[name] = (*corpora[name], uniq_texts)
+    # both start from the random init of demo-random; one process each (run.workers), one thread each
+    t0 = time.perf_counter()
+    trained = run_jobs(
+        _pretrain_job,
+        jobs,
+        workers=workers,
+        names=[f"pretraining {n}" for n in names],
+        desc="pretraining demo, demo-general (CLIP loss, synthetic pool)",
+        progress=progress,
+    )
+    for name, (state, history, seconds) in zip(names, trained, strict=True):
+        _texts, what, uniq_texts = corpora[name]
         model = create_demo_model(vocab_size)
-        model.load_state_dict(init_state)  # both start from the random init of demo-random
-        history = _pretrain(
-            model,
-            x_all,
-            tokens,
-            text_idx,
-            cfg,
-            seed,
-            f"pretraining {name} (CLIP loss, synthetic pool)",
-            progress,
-        )
-        seconds = time.perf_counter() - t0
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
         meta = {
             **meta_base,
             "weights": what,
@@ -585,5 +590,27 @@ def _build(manifest, image_cache, cfg: DemoBackboneConfig, seed: int, force: boo
         _save(model, tokenizer, vocab_size, paths[name], meta)
         result["seconds_by_backbone"][name] = seconds
         result["history" if name == "demo" else "history_general"] = history
-    result["seconds"] = float(sum(result["seconds_by_backbone"].values()))
+    result["seconds"] = time.perf_counter() - t0
     return result
+
+
+def _pretrain_job(
+    vocab_size: int,
+    init_state: dict[str, np.ndarray],
+    x_all: np.ndarray,
+    tokens: np.ndarray,
+    text_idx: np.ndarray,
+    cfg: DemoBackboneConfig,
+    seed: int,
+) -> tuple[dict[str, np.ndarray], list[dict], float]:
+    """One backbone's pretraining (a :func:`cxrlib.parallel.run_jobs` job, at one thread): the demo model
+    from ``init_state`` trained by :func:`_pretrain` on ``x_all`` (N, 3, S, S) float32 and ``tokens`` (U, C)
+    int64. Returns ``(state_dict as numpy arrays, history, seconds)``."""
+    t0 = time.perf_counter()
+    model = create_demo_model(vocab_size)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in init_state.items()})
+    history = _pretrain(
+        model, torch.from_numpy(x_all), torch.from_numpy(tokens), text_idx, cfg, seed, "pretraining", False
+    )
+    state = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    return state, history, time.perf_counter() - t0

@@ -46,7 +46,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from cxrlib.backbones import slug
+from cxrlib.backbones import encode_text_trimmed, slug, trims_text_padding
 from cxrlib.cache import (
     CacheWarning,
     atomic_path,
@@ -441,6 +441,14 @@ def _extract(
     parts = path.with_name(path.name[: -len(".safetensors")] + ".parts")
     codes, uniques = pd.factorize(manifest["text"].astype(str), sort=False)
     uniques = list(uniques)
+    model = backbone.model
+    trim = trims_text_padding(model)
+    if trim:  # similar lengths share a batch, each batch cut to its longest text (encode_text_trimmed)
+        order = np.argsort([len(u) for u in uniques], kind="stable")
+        uniques = [uniques[i] for i in order]
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        codes = rank[codes]
     layout = {
         "n": len(ids),
         "n_unique_texts": len(uniques),
@@ -448,9 +456,9 @@ def _extract(
         "batch_size": int(batch_size),
         "text_batch_size": int(text_batch_size),
         "chunk_batches": int(chunk_batches),
+        "texts_by_length": bool(trim),
     }
     _open_parts(parts, layout, force)
-    model = backbone.model
     t0 = time.perf_counter()
 
     # ---- texts: each distinct string once ----------------------------------------------------------------
@@ -470,7 +478,7 @@ def _extract(
         for s in range(lo, hi, text_batch_size):
             tok = backbone.tokenizer(uniques[s : min(hi, s + text_batch_size)]).to(dev)
             with torch.no_grad(), torch.autocast(dev.type, enabled=use_amp):
-                z = model.encode_text(tok)
+                z = encode_text_trimmed(model, tok) if trim else model.encode_text(tok)
             outs.append(torch.nn.functional.normalize(z.float(), dim=-1).cpu().numpy())
             bar.update(len(tok))
         arr = np.concatenate(outs).astype(np.float32)

@@ -404,6 +404,7 @@ def run_loss_ablation(
     ks: Sequence[int],
     progress: bool = True,
     reuse: Sequence[TrainResult] = (),
+    workers: int = 1,
 ) -> pd.DataFrame:
     """Train every :func:`ablation_configs` configuration with every seed; one row per run.
 
@@ -411,27 +412,64 @@ def run_loss_ablation(
     ``reuse``: results of :func:`~cxrlib.training.train_projector` already at hand (notebook 03's main
     training is "all three" with the run's seed): a run whose :func:`~cxrlib.training.run_fingerprint` (data
     and configs) equals one of theirs takes that result instead of training again, the same bits on CPU.
+    ``workers``: the runs go through :func:`cxrlib.parallel.run_jobs` (``run.workers`` processes side by side
+    on CPU, each run at ``train_cfg.threads``); the rows are the same for any value.
     """
-    from tqdm.auto import tqdm
+    from cxrlib.parallel import run_jobs
 
     cfgs = ablation_configs(loss)
     todo = [(n, s) for n in cfgs for s in seeds]
     known = {r.fingerprint: r for r in reuse if r.fingerprint is not None}
-    runs = []
-    for name, s in tqdm(todo, desc="ablation trainings", disable=not progress):
+    rows: list[dict | None] = [None] * len(todo)
+    jobs, where = [], []
+    for j, (name, s) in enumerate(todo):
         lc = loss.replace(**cfgs[name])
         tc = train_cfg.replace(seed=s)
         r = known.get(run_fingerprint(train, val, projector, lc, tc)) if known else None
         if r is None:
-            r = train_projector(train, val, projector, lc, tc, progress=False)
-        m = retrieval_metrics(
-            r.model.project_array(test.image, "image"),
-            r.model.project_array(test.text, "text"),
-            labels=test.labels,
-            ks=ks,
-        )
-        runs.append({"config": name, "seed": s, "best_epoch": r.best_epoch, **{k: m[k] for k in keys}})
-    return pd.DataFrame(runs)
+            jobs.append((train, val, test, projector, lc, tc, tuple(ks), tuple(keys)))
+            where.append(j)
+        else:
+            rows[j] = _scored_run(r, test, ks, keys)
+    done = run_jobs(
+        _ablation_run,
+        jobs,
+        workers=workers,
+        device=train_cfg.device,
+        names=[f"ablation run {todo[j][0]!r}, seed {todo[j][1]}" for j in where],
+        desc="ablation trainings",
+        progress=progress,
+    )
+    for j, row in zip(where, done, strict=True):
+        rows[j] = row
+    return pd.DataFrame(
+        [{"config": name, "seed": s, **row} for (name, s), row in zip(todo, rows, strict=True)]
+    )
+
+
+def _scored_run(r: TrainResult, test: EmbeddingSet, ks: Sequence[int], keys: Sequence[str]) -> dict:
+    m = retrieval_metrics(
+        r.model.project_array(test.image, "image"),
+        r.model.project_array(test.text, "text"),
+        labels=test.labels,
+        ks=ks,
+    )
+    return {"best_epoch": r.best_epoch, **{k: m[k] for k in keys}}
+
+
+def _ablation_run(
+    train: EmbeddingSet,
+    val: EmbeddingSet,
+    test: EmbeddingSet,
+    projector: ProjectorConfig,
+    loss: LossConfig,
+    train_cfg: TrainConfig,
+    ks: tuple[int, ...],
+    keys: tuple[str, ...],
+) -> dict:
+    """One ablation run (a :func:`cxrlib.parallel.run_jobs` job): train, then score ``test``."""
+    r = train_projector(train, val, projector, loss, train_cfg, progress=False)
+    return _scored_run(r, test, ks, keys)
 
 
 def summarize_ablation(runs: pd.DataFrame, keys: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:

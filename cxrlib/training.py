@@ -12,7 +12,8 @@ state is kept and restored at the end, and training stops after ``patience`` epo
 Epoch 0 of the history is the untrained projector (the identity map at init with the default residual head),
 so ``best_epoch == 0`` means training never beat the pretrained space and the returned model is that map.
 
-On CPU a run is bit-identical for the same seed, data and thread count (``cxrlib.runtime.set_threads``).
+On CPU a run is bit-identical for the same seed, data and thread count: ``TrainConfig.threads`` (1 by default, so
+the bits do not depend on the machine's cores nor on :mod:`cxrlib.parallel` running trainings side by side).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -339,6 +342,18 @@ def _check_set(data: EmbeddingSet, what: str, in_dim: int, need_binary: bool) ->
             )
 
 
+@contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """torch at ``n`` intra-op threads inside the block (0 = unchanged), restored after it."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train_projector(
     train: EmbeddingSet,
     val: EmbeddingSet,
@@ -350,8 +365,9 @@ def train_projector(
     """Train a :class:`MultiTaskProjector` with :class:`CompositeLoss` on cached embeddings.
 
     ``train``/``val``: paired embeddings ``(N, in_dim)`` with labels. ``None`` configs mean the defaults.
-    Seeds everything with ``train_cfg.seed`` (:func:`cxrlib.runtime.seed_everything`). Returns the best
-    model (by the validation monitor, restored at the end) and the per-epoch history (module docstring).
+    Seeds everything with ``train_cfg.seed`` (:func:`cxrlib.runtime.seed_everything`) and, on CPU, runs at
+    ``train_cfg.threads`` torch threads (restored after). Returns the best model (by the validation monitor,
+    restored at the end) and the per-epoch history (module docstring).
     """
     projector_cfg = projector_cfg if projector_cfg is not None else ProjectorConfig()
     loss_cfg = loss_cfg if loss_cfg is not None else LossConfig()
@@ -374,9 +390,24 @@ def train_projector(
             "with drop_last=True: no step would run; lower TrainConfig.batch_size or set drop_last=False"
         )
 
+    device = resolve_device(train_cfg.device)
+    with _threads(train_cfg.threads if device.type == "cpu" else 0):
+        return _train(train, val, projector_cfg, loss_cfg, train_cfg, progress, device, by_findings, steps)
+
+
+def _train(
+    train: EmbeddingSet,
+    val: EmbeddingSet,
+    projector_cfg: ProjectorConfig,
+    loss_cfg: LossConfig,
+    train_cfg: TrainConfig,
+    progress: bool,
+    device: torch.device,
+    by_findings: bool,
+    steps: int,
+) -> TrainResult:
     t0 = time.perf_counter()
     seed_everything(train_cfg.seed)
-    device = resolve_device(train_cfg.device)
     model = MultiTaskProjector(projector_cfg).to(device)
     loss_fn = CompositeLoss(loss_cfg, train_labels=train.labels).to(device)
     optimizer = build_optimizer(model, loss_fn, train_cfg)

@@ -607,3 +607,31 @@ def test_demo_names_keep_the_committed_metrics_file_names():
 def test_how_to_fix_suggests_a_slug_folder_for_the_export():
     msg = backbones._how_to_fix("hf-hub:org/m", "hf-hub:org/m")
     assert f"models/m-{_h8('hf-hub:org/m')}" in msg
+
+
+@pytest.mark.parametrize("pool", ["argmax", "eos"])
+def test_encode_text_trimmed_equals_encode_text(pool):
+    from open_clip.model import CLIP
+
+    from cxrlib.backbones import encode_text_trimmed, trims_text_padding
+
+    torch.manual_seed(0)
+    text_cfg = {"context_length": 24, "vocab_size": 60, "width": 32, "heads": 2, "layers": 2, "pool_type": pool}
+    if pool == "eos":
+        text_cfg["eos_id"] = 3
+    vision_cfg = {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16}
+    model = CLIP(16, vision_cfg, text_cfg).eval()
+    assert trims_text_padding(model)
+    tokens = torch.zeros((5, 24), dtype=torch.long)
+    for i, n in enumerate((4, 9, 6, 11, 5)):  # [2, words..., 3 or the largest id], then padding
+        tokens[i, : n - 1] = torch.randint(4, 50, (n - 1,))
+        tokens[i, 0], tokens[i, n - 1] = 2, (3 if pool == "eos" else 59)
+    with torch.no_grad():
+        full, cut = model.encode_text(tokens), encode_text_trimmed(model, tokens)
+        whole = encode_text_trimmed(model, torch.randint(4, 50, (2, 24)))  # no padding: encoded whole
+    assert torch.allclose(full, cut, atol=1e-5)
+    assert whole.shape == (2, 16)
+    model.text_pool_type = "last"  # the last position moves with the cut: refused
+    assert not trims_text_padding(model)
+    with pytest.raises(ValueError, match="causal mask"):
+        encode_text_trimmed(model, tokens)
