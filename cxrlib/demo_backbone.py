@@ -174,19 +174,23 @@ def _image_statistics(images: np.ndarray) -> np.ndarray:
     neighbouring pixels relative to the contrast; grain = mean absolute residual of a 3x3 box blur relative to
     the contrast; framing = distance of the gray-level centroid from the image centre (fraction of the side).
     """
-    x = images.astype(np.float64) / 255.0
-    n, h, w = x.shape
-    mean = x.mean(axis=(1, 2))
-    std = x.std(axis=(1, 2)) + 1e-8
-    grad = 0.5 * (np.abs(np.diff(x, axis=1)).mean(axis=(1, 2)) + np.abs(np.diff(x, axis=2)).mean(axis=(1, 2)))
-    pad = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    box = sum(pad[:, i : i + h, j : j + w] for i in range(3) for j in range(3)) / 9.0
-    grain = np.abs(x - box).mean(axis=(1, 2))
+    n, h, w = images.shape
+    out = np.empty((n, 5), np.float64)
     yy, xx = np.mgrid[0:h, 0:w]
-    mass = x.sum(axis=(1, 2)) + 1e-8
-    cy = (x * yy).sum(axis=(1, 2)) / mass / h - 0.5 + 0.5 / h
-    cx = (x * xx).sum(axis=(1, 2)) / mass / w - 0.5 + 0.5 / w
-    return np.stack([mean, std, grad / std, grain / std, np.hypot(cx, cy)], axis=1)
+    for s in range(0, n, 64):  # float64 in blocks of 64 images: the same numbers, a fraction of the memory
+        x = images[s : s + 64].astype(np.float64) / 255.0
+        mean = x.mean(axis=(1, 2))
+        std = x.std(axis=(1, 2)) + 1e-8
+        gy, gx = np.abs(np.diff(x, axis=1)).mean(axis=(1, 2)), np.abs(np.diff(x, axis=2)).mean(axis=(1, 2))
+        pad = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode="edge")
+        rows3 = pad[:, :-2] + pad[:, 1:-1] + pad[:, 2:]  # separable 3x3 box: rows, then columns
+        box = (rows3[:, :, :-2] + rows3[:, :, 1:-1] + rows3[:, :, 2:]) / 9.0
+        grain = np.abs(x - box).mean(axis=(1, 2))
+        mass = x.sum(axis=(1, 2)) + 1e-8
+        cy = (x * yy).sum(axis=(1, 2)) / mass / h - 0.5 + 0.5 / h
+        cx = (x * xx).sum(axis=(1, 2)) / mass / w - 0.5 + 0.5 / w
+        out[s : s + 64] = np.stack([mean, std, 0.5 * (gy + gx) / std, grain / std, np.hypot(cx, cy)], axis=1)
+    return out
 
 
 def general_captions(images: np.ndarray, seed: int) -> list[str]:

@@ -28,6 +28,7 @@ import pandas as pd
 from cxrlib.config import LossConfig, ProjectorConfig, TrainConfig
 from cxrlib.embeddings import Embeddings
 from cxrlib.metrics import lower_is_better, paired_difference, per_query_metrics, retrieval_metrics
+from cxrlib.parallel import run_jobs, start_jobs
 from cxrlib.training import EmbeddingSet, TrainResult, run_fingerprint, train_projector
 
 __all__ = [
@@ -40,11 +41,16 @@ __all__ = [
     "balance_table",
     "text_shortcuts",
     "train_head",
+    "start_heads",
+    "Heads",
     "weight_sanity",
     "token_lengths",
     "truncation_table",
     "ablation_configs",
+    "ablation_keys",
     "run_loss_ablation",
+    "start_loss_ablation",
+    "LossAblation",
     "summarize_ablation",
     "ablation_vs_backbone",
     "pick_threshold",
@@ -392,6 +398,12 @@ def ablation_configs(loss: LossConfig) -> dict[str, dict[str, float]]:
     }
 
 
+def ablation_keys(ks: Sequence[int]) -> list[str]:
+    """The loss ablation's columns: R@K and label mAP@K at the largest K, image->report then report->image."""
+    k = max(ks)
+    return [f"i2t_R@{k}", f"t2i_R@{k}", f"i2t_mAP@{k}_label", f"t2i_mAP@{k}_label"]
+
+
 def run_loss_ablation(
     train: EmbeddingSet,
     val: EmbeddingSet,
@@ -412,39 +424,84 @@ def run_loss_ablation(
     ``reuse``: results of :func:`~cxrlib.training.train_projector` already at hand (notebook 03's main
     training is "all three" with the run's seed): a run whose :func:`~cxrlib.training.run_fingerprint` (data
     and configs) equals one of theirs takes that result instead of training again, the same bits on CPU.
-    ``workers``: the runs go through :func:`cxrlib.parallel.run_jobs` (``run.workers`` processes side by side
-    on CPU, each run at ``train_cfg.threads``); the rows are the same for any value.
+    ``workers``: the runs go through :mod:`cxrlib.parallel` (``run.workers`` processes side by side on CPU,
+    each run at ``train_cfg.threads``); the rows are the same for any value. :func:`start_loss_ablation` is
+    the same ablation started early and collected later.
     """
-    from cxrlib.parallel import run_jobs
+    return start_loss_ablation(
+        train, val, test, projector, loss, train_cfg, seeds, keys, ks, progress, workers
+    ).rows(reuse)
 
+
+class LossAblation:
+    """A loss ablation under way (:func:`start_loss_ablation`); :meth:`rows` finishes it."""
+
+    def __init__(self, todo, runs, jobs, left, score_args) -> None:
+        self._todo, self._runs, self._jobs, self._left, self._score = todo, runs, jobs, left, score_args
+
+    def rows(self, reuse: Sequence[TrainResult] = ()) -> pd.DataFrame:
+        """The ablation's rows (see :func:`run_loss_ablation`). The run left out at the start (the one that
+        equals the main training) takes a result of ``reuse`` with its fingerprint, or is trained now."""
+        known = {r.fingerprint: r for r in reuse if r.fingerprint is not None}
+        rows = dict(zip(self._runs, self._jobs.result(), strict=True))
+        test, ks, keys, workers, device, progress = self._score
+        missing = []
+        for j, (fp, job) in self._left.items():
+            if fp in known:
+                rows[j] = _scored_run(known[fp], test, ks, keys)
+            else:
+                missing.append((j, job))
+        done = run_jobs(
+            _ablation_run, [job for _, job in missing], workers=workers, device=device, progress=progress
+        )
+        rows.update({j: row for (j, _), row in zip(missing, done, strict=True)})
+        return pd.DataFrame([{"config": n, "seed": s, **rows[j]} for j, (n, s) in enumerate(self._todo)])
+
+
+def start_loss_ablation(
+    train: EmbeddingSet,
+    val: EmbeddingSet,
+    test: EmbeddingSet,
+    projector: ProjectorConfig,
+    loss: LossConfig,
+    train_cfg: TrainConfig,
+    seeds: Sequence[int],
+    keys: Sequence[str],
+    ks: Sequence[int],
+    progress: bool = True,
+    workers: int = 1,
+) -> LossAblation:
+    """Start :func:`run_loss_ablation`'s runs in the worker processes (:func:`cxrlib.parallel.start_jobs`) and
+    return at once; ``.rows(reuse=[main_result])`` later finishes the ablation with this process's help.
+
+    The run that equals the main training (``loss`` and ``train_cfg`` as given, same data: the same
+    :func:`~cxrlib.training.run_fingerprint`) is left out: :meth:`LossAblation.rows` takes it from ``reuse``.
+    Notebook 03 starts the ablation before its main training, so the workers compute while the notebook goes
+    on (on a 2-core machine the second core is otherwise idle during the single-threaded steps).
+    """
     cfgs = ablation_configs(loss)
     todo = [(n, s) for n in cfgs for s in seeds]
-    known = {r.fingerprint: r for r in reuse if r.fingerprint is not None}
-    rows: list[dict | None] = [None] * len(todo)
-    jobs, where = [], []
+    main = run_fingerprint(train, val, projector, loss, train_cfg)
+    runs, jobs, left = [], [], {}
     for j, (name, s) in enumerate(todo):
         lc = loss.replace(**cfgs[name])
         tc = train_cfg.replace(seed=s)
-        r = known.get(run_fingerprint(train, val, projector, lc, tc)) if known else None
-        if r is None:
-            jobs.append((train, val, test, projector, lc, tc, tuple(ks), tuple(keys)))
-            where.append(j)
+        job = (train, val, test, projector, lc, tc, tuple(ks), tuple(keys))
+        if run_fingerprint(train, val, projector, lc, tc) == main:
+            left[j] = (main, job)
         else:
-            rows[j] = _scored_run(r, test, ks, keys)
-    done = run_jobs(
+            runs.append(j)
+            jobs.append(job)
+    handle = start_jobs(
         _ablation_run,
         jobs,
         workers=workers,
         device=train_cfg.device,
-        names=[f"ablation run {todo[j][0]!r}, seed {todo[j][1]}" for j in where],
+        names=[f"ablation run {todo[j][0]!r}, seed {todo[j][1]}" for j in runs],
         desc="ablation trainings",
         progress=progress,
     )
-    for j, row in zip(where, done, strict=True):
-        rows[j] = row
-    return pd.DataFrame(
-        [{"config": name, "seed": s, **row} for (name, s), row in zip(todo, rows, strict=True)]
-    )
+    return LossAblation(todo, runs, handle, left, (test, ks, keys, workers, train_cfg.device, progress))
 
 
 def _scored_run(r: TrainResult, test: EmbeddingSet, ks: Sequence[int], keys: Sequence[str]) -> dict:
@@ -557,6 +614,57 @@ def train_head(
         tr, va, projector.replace(in_dim=width, out_dim=width), loss_cfg, train, progress
     )
     return result, result.model.project_embeddings(source, projector="trained in notebook 03, not saved")
+
+
+class Heads:
+    """Heads under way (:func:`start_heads`); :meth:`result` returns ``{"<name>+multitask": Embeddings}``."""
+
+    def __init__(self, names: list[str], jobs) -> None:
+        self._names, self._jobs = names, jobs
+
+    def result(self) -> dict[str, Embeddings]:
+        """The projected embeddings of every backbone, in the order given (this process helps if needed)."""
+        return {f"{n}+multitask": e for n, e in zip(self._names, self._jobs.result(), strict=True)}
+
+
+def start_heads(
+    names: Sequence[str],
+    emb_dir,
+    rows: pd.DataFrame,
+    projector: ProjectorConfig,
+    loss: LossConfig,
+    train: TrainConfig,
+    workers: int = 1,
+) -> Heads:
+    """:func:`train_head` on the registered embeddings of each backbone in ``names`` (``eval.also_finetune``),
+    started in the worker processes now (:func:`cxrlib.parallel.start_jobs`); ``.result()`` collects them.
+    Notebook 03 starts them before its main training; on a 2-core machine they train on the other core."""
+    names = list(names)
+    jobs = [(str(emb_dir), n, rows, projector, loss, train) for n in names]
+    handle = start_jobs(
+        _head_job,
+        jobs,
+        workers=workers,
+        device=train.device,
+        names=[f"the head on {n}" for n in names],
+        desc="heads on further backbones",
+        progress=False,
+    )
+    return Heads(names, handle)
+
+
+def _head_job(
+    emb_dir: str,
+    name: str,
+    rows: pd.DataFrame,
+    projector: ProjectorConfig,
+    loss: LossConfig,
+    train: TrainConfig,
+) -> Embeddings:
+    """One :func:`start_heads` job: load ``name``'s registered embeddings, train the head, project them."""
+    from cxrlib.embeddings import load_registered
+
+    return train_head(load_registered(emb_dir, name), rows, projector, loss, train)[1]
 
 
 # ----------------------------------------------------------------------------------------------------------

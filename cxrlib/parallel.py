@@ -1,12 +1,15 @@
 """Independent trainings side by side: one job per CPU core, each at one intra-op thread.
 
-A 2-core machine trains a small model faster as two one-thread processes than as one two-thread process: the
-demo's matrices are small, so a second thread adds ~30 % to one training while a second process adds ~100 %
-(``benchmarks/bench_parallel.py`` measures it). :func:`run_jobs` runs a list of independent jobs (the two demo
-backbones of notebook 02, the heads and the loss ablation of notebook 03) that way:
+On a 2-core machine two one-thread processes train the demo's small models faster than one two-thread process
+(about 1.3x for the projector heads and for the demo backbones, ``benchmarks/bench_parallel.py``), and, more
+often, the second core is idle while a notebook does single-threaded work (imports, figures, a one-thread
+training): jobs started early (:func:`start_jobs`) use it. :func:`run_jobs` runs a list of independent jobs
+(the two demo backbones of notebook 02, the heads and the loss ablation of notebook 03, the 2-D maps of
+notebook 04) that way:
 
 - this process takes jobs itself and ``workers - 1`` spawned processes take the others, from one shared queue
-  (a long job never holds back the short ones behind it);
+  (a long job never holds back the short ones behind it): this process from the front, the workers from the
+  back, so the first job, which should be the longest, never waits for a worker to start;
 - every job runs at **one** intra-op thread (here too, for the time of the job), so its result is the same
   bits whoever runs it and however many workers there are: ``workers`` changes the wall time, never a number
   (``tests/test_parallel.py`` checks it);
@@ -32,10 +35,11 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["run_jobs", "start_workers", "one_thread", "JobError", "shutdown_workers"]
+__all__ = ["run_jobs", "start_jobs", "Jobs", "start_workers", "one_thread", "JobError", "shutdown_workers"]
 
 _EXECUTORS: dict[int, ProcessPoolExecutor] = {}
 
@@ -45,12 +49,10 @@ class JobError(RuntimeError):
 
 
 def _init_worker() -> None:
-    """Spawned worker: one thread for OpenMP/MKL and torch before any kernel runs."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    """Spawned worker: one thread for every pool (OpenMP and so torch, MKL, OpenBLAS, numba), read by each
+    library when it loads; nothing is imported here, so a job that needs no torch does not wait for it."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = "1"
-    import torch
-
-    torch.set_num_threads(1)
 
 
 def _executor(n: int) -> ProcessPoolExecutor:
@@ -107,11 +109,13 @@ def one_thread() -> Iterator[None]:
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if before != 1:
+        torch.set_num_threads(1)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        if before != 1:
+            torch.set_num_threads(before)
 
 
 @contextmanager
@@ -126,6 +130,130 @@ def _kept_rng() -> Iterator[None]:
         random.setstate(py)
         np.random.set_state(npy)  # noqa: NPY002
         torch.set_rng_state(tch)
+
+
+class Jobs:
+    """A batch of independent jobs: :func:`start_jobs` hands the first ones to the worker processes and
+    returns at once; :meth:`result` has this process take what is left, then returns every result in the order
+    of the jobs. Between the two, this process is free for other work while the workers compute (notebook 03
+    starts its loss ablation before its main training and collects it at the end)."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        jobs: Sequence[tuple],
+        workers: int,
+        device: str,
+        names: Sequence[str] | None,
+        desc: str | None,
+        progress: bool,
+    ) -> None:
+        self.fn, self.jobs = fn, list(jobs)
+        n = len(self.jobs)
+        self.names = list(names) if names is not None else [f"job {i}" for i in range(n)]
+        if len(self.names) != n:
+            raise ValueError(f"names has {len(self.names)} entries for {n} jobs")
+        self.cpu = _is_cpu(device)
+        self.n_proc = min(int(workers), n) - 1 if self.cpu else 0
+        self.desc, self.progress = desc, progress
+        self.results: list[Any] = [None] * n
+        self._lock = threading.Lock()
+        self._queue = deque(range(n))
+        self._futures: dict[Future, int] = {}
+        self._pool = _executor(self.n_proc) if self.n_proc > 0 else None
+        self._collected = False
+        for _ in range(max(self.n_proc, 0)):
+            self._submit_next()
+
+    def _take(self, last: bool = False) -> int | None:
+        with self._lock:
+            if not self._queue:
+                return None
+            return self._queue.pop() if last else self._queue.popleft()
+
+    def _submit_next(self, done: Future | None = None) -> None:
+        if done is not None and (done.cancelled() or done.exception() is not None):
+            return  # a failure stops the feeding; result() raises it
+        # workers take jobs from the end of the list, this process from the start: the first job (put the
+        # longest first) never waits for a worker to start
+        i = self._take(last=True)
+        if i is not None:
+            assert self._pool is not None
+            fut = self._pool.submit(self.fn, *self.jobs[i])
+            with self._lock:
+                self._futures[fut] = i
+            fut.add_done_callback(self._submit_next)
+
+    def result(self) -> list[Any]:
+        """This process takes the jobs no worker has started (one thread each on CPU), then waits for the
+        workers. Returns the results in the order of the jobs; raises :class:`JobError` naming a failed job."""
+        from tqdm.auto import tqdm
+
+        if self._collected:
+            return self.results
+        n = len(self.jobs)
+        bar = tqdm(total=n, desc=self.desc, disable=not self.progress or n == 0)
+        counted: set[Future] = set()
+        try:
+            with _kept_rng(), one_thread() if self.cpu else _nothing():
+                while (i := self._take()) is not None:
+                    try:
+                        self.results[i] = self.fn(*self.jobs[i])
+                    except Exception as exc:
+                        raise JobError(f"{self.names[i]} failed: {type(exc).__name__}: {exc}") from exc
+                    bar.update()
+            while True:
+                with self._lock:
+                    open_ = [f for f in self._futures if not f.done()]
+                    finished = [f for f in self._futures if f.done() and f not in counted]
+                for f in finished:
+                    counted.add(f)
+                    i = self._futures[f]
+                    try:
+                        self.results[i] = f.result()
+                    except Exception as exc:
+                        hint = ""
+                        if isinstance(exc, BrokenProcessPool):
+                            hint = (
+                                " A worker process died before it could run the job: from a script, run the "
+                                "jobs under `if __name__ == '__main__':` (spawned workers import the main "
+                                "script; python -c and stdin scripts cannot be imported), or set "
+                                "run.workers=1; on a small machine it may also have run out of memory."
+                            )
+                        raise JobError(
+                            f"{self.names[i]} failed in a worker: {type(exc).__name__}: {exc}.{hint}"
+                        ) from exc
+                    bar.update()
+                if not open_:
+                    with self._lock:
+                        if not self._queue and all(f in counted for f in self._futures):
+                            break
+                    continue
+                wait(open_, return_when=FIRST_COMPLETED)
+        except BaseException:
+            with self._lock:
+                self._queue.clear()
+            for f in list(self._futures):
+                f.cancel()
+            raise
+        finally:
+            bar.close()
+        self._collected = True
+        return self.results
+
+
+def start_jobs(
+    fn: Callable[..., Any],
+    jobs: Sequence[tuple],
+    workers: int = 1,
+    device: str = "cpu",
+    names: Sequence[str] | None = None,
+    desc: str | None = None,
+    progress: bool = True,
+) -> Jobs:
+    """Hand ``jobs`` to ``workers - 1`` spawned processes now and return a :class:`Jobs`; its ``result()``
+    has this process take the rest and returns ``[fn(*job) for job in jobs]``. Arguments as :func:`run_jobs`."""
+    return Jobs(fn, jobs, workers, device, names, desc, progress)
 
 
 def run_jobs(
@@ -155,85 +283,7 @@ def run_jobs(
     Raises:
         JobError: a job raised; the message names it and the original error is chained.
     """
-    from tqdm.auto import tqdm
-
-    jobs = list(jobs)
-    n = len(jobs)
-    names = list(names) if names is not None else [f"job {i}" for i in range(n)]
-    if len(names) != n:
-        raise ValueError(f"names has {len(names)} entries for {n} jobs")
-    results: list[Any] = [None] * n
-    bar = tqdm(total=n, desc=desc, disable=not progress or n == 0)
-
-    def here(i: int) -> None:
-        try:
-            results[i] = fn(*jobs[i])
-        except Exception as exc:
-            raise JobError(f"{names[i]} failed: {type(exc).__name__}: {exc}") from exc
-        bar.update()
-
-    cpu = _is_cpu(device)
-    n_proc = min(int(workers), n) - 1 if cpu else 0
-    if n_proc <= 0:
-        with _kept_rng(), one_thread() if cpu else _nothing():
-            for i in range(n):
-                here(i)
-        bar.close()
-        return results
-
-    pool = _executor(n_proc)
-    lock = threading.Lock()
-    queue = deque(range(n))
-    futures: dict[Future, int] = {}
-
-    def take() -> int | None:
-        with lock:
-            return queue.popleft() if queue else None
-
-    def submit_next(_done: Future | None = None) -> None:
-        if _done is not None and (_done.cancelled() or _done.exception() is not None):
-            return  # a failure stops the feeding; it is raised below
-        i = take()
-        if i is not None:
-            fut = pool.submit(fn, *jobs[i])
-            with lock:
-                futures[fut] = i
-            fut.add_done_callback(submit_next)
-
-    for _ in range(n_proc):
-        submit_next()
-    try:
-        with _kept_rng(), one_thread():
-            while (i := take()) is not None:
-                here(i)
-        counted: set[Future] = set()
-        while True:
-            with lock:
-                open_ = [f for f in futures if not f.done()]
-                finished = [f for f in futures if f.done() and f not in counted]
-            for f in finished:
-                counted.add(f)
-                i = futures[f]
-                try:
-                    results[i] = f.result()
-                except Exception as exc:
-                    raise JobError(f"{names[i]} failed in a worker: {type(exc).__name__}: {exc}") from exc
-                bar.update()
-            if not open_:
-                with lock:
-                    if not queue and all(f in counted for f in futures):
-                        break
-                continue
-            wait(open_, return_when=FIRST_COMPLETED)
-    except BaseException:
-        with lock:
-            queue.clear()
-        for f in list(futures):
-            f.cancel()
-        raise
-    finally:
-        bar.close()
-    return results
+    return start_jobs(fn, jobs, workers, device, names, desc, progress).result()
 
 
 @contextmanager

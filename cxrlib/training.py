@@ -346,12 +346,14 @@ def _check_set(data: EmbeddingSet, what: str, in_dim: int, need_binary: bool) ->
 def _threads(n: int) -> Iterator[None]:
     """torch at ``n`` intra-op threads inside the block (0 = unchanged), restored after it."""
     before = torch.get_num_threads()
-    if n:
+    change = bool(n) and n != before  # no call when nothing changes: a call alone can move float bits
+    if change:
         torch.set_num_threads(n)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        if change:
+            torch.set_num_threads(before)
 
 
 def train_projector(

@@ -616,7 +616,14 @@ def test_encode_text_trimmed_equals_encode_text(pool):
     from cxrlib.backbones import encode_text_trimmed, trims_text_padding
 
     torch.manual_seed(0)
-    text_cfg = {"context_length": 24, "vocab_size": 60, "width": 32, "heads": 2, "layers": 2, "pool_type": pool}
+    text_cfg = {
+        "context_length": 24,
+        "vocab_size": 60,
+        "width": 32,
+        "heads": 2,
+        "layers": 2,
+        "pool_type": pool,
+    }
     if pool == "eos":
         text_cfg["eos_id"] = 3
     vision_cfg = {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16}

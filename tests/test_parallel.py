@@ -67,7 +67,9 @@ def _fails(i: int) -> int:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_failing_job_is_named(workers):
     with pytest.raises(JobError, match=r"run b failed.*ValueError: bad input in row 7"):
-        run_jobs(_fails, [(0,), (1,), (2,)], workers=workers, names=["run a", "run b", "run c"], progress=False)
+        run_jobs(
+            _fails, [(0,), (1,), (2,)], workers=workers, names=["run a", "run b", "run c"], progress=False
+        )
 
 
 def test_results_keep_the_order_of_the_jobs():

@@ -93,7 +93,7 @@ from cxrlib.metrics._inputs import (
 from cxrlib.metrics.bootstrap import bootstrap_ci
 from cxrlib.metrics.groups import unique_rows
 from cxrlib.metrics.kernels import _dot64, thresholds
-from cxrlib.metrics.retrieval import _fp32_matmul, float32_dot_error_bound
+from cxrlib.metrics.retrieval import _fp32_matmul, float32_dot_error_bound, kernel_threads, numba_threads
 
 __all__ = [
     "UNSPECIFIED_ABNORMALITY",
@@ -507,6 +507,7 @@ def per_query_finding_metrics(
     S_t = torch.empty((chunk, m), dtype=torch.float32)
     with (
         _fp32_matmul(),
+        numba_threads(kernel_threads()),
         tqdm(total=math.ceil(n / chunk), desc="finding metrics", unit="chunk", disable=not progress) as bar,
     ):
         for r0 in range(0, n, chunk):

@@ -243,6 +243,32 @@ def _fp32_matmul() -> Iterator[None]:
             torch.set_float32_matmul_precision(prev)
 
 
+def kernel_threads() -> int:
+    """Threads of the parallel numba kernels: torch's intra-op count (``run.num_threads``, ``train.threads``),
+    capped at numba's pool. The kernels give the same result for any count (module :mod:`cxrlib.metrics.kernels`)."""
+    return max(1, min(torch.get_num_threads(), int(numba.config.NUMBA_NUM_THREADS)))
+
+
+@contextmanager
+def numba_threads(n: int) -> Iterator[None]:
+    """numba's kernels at ``n`` threads inside the block, and torch's thread count unchanged after it.
+
+    numba's OpenMP threading layer, when it starts (a process's first numba thread call or parallel kernel), sets
+    the process's OpenMP thread count to its pool size (all cores by default), and torch reads that count:
+    without this, the first metric computed during a one-thread
+    training (the validation metrics of each epoch) would put torch back on every core, change the float bits
+    of the next epochs and, with trainings side by side (:mod:`cxrlib.parallel`), oversubscribe the cores."""
+    before_torch = torch.get_num_threads()  # first: numba's first call starts its pool and moves it
+    before_numba = numba.get_num_threads()
+    numba.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before_numba)
+        if torch.get_num_threads() != before_torch:
+            torch.set_num_threads(before_torch)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # public API
 # ----------------------------------------------------------------------------------------------------------
@@ -303,7 +329,7 @@ def per_query_metrics(
         chunk = max(1, min(n, _MAX_CHUNK_ROWS, _CHUNK_BYTES // (4 * m)))
     else:
         chunk = min(int(chunk_size), n)
-    nb = max(1, min(numba.get_num_threads(), m))
+    nb = max(1, min(kernel_threads(), m))
     blocks = np.linspace(0, m, nb + 1).round().astype(np.int64)
 
     S = np.empty((chunk, m), np.float32)
@@ -333,6 +359,7 @@ def per_query_metrics(
     n_chunks = math.ceil(n / chunk)
     with (
         _fp32_matmul(),
+        numba_threads(nb),
         tqdm(total=n_chunks, desc="retrieval metrics", unit="chunk", disable=not progress) as bar,
     ):
         for r0 in range(0, n, chunk):

@@ -39,7 +39,14 @@ from cxrlib.viz.galleries import (
     t2i_gallery,
 )
 from cxrlib.viz.maps import map_panel_titles, plot_map_grid, plot_slide_summary, slide_numbers
-from cxrlib.viz.projections import METHOD_NAMES, embed_2d, joint_projection, plot_projection_panels, subsample
+from cxrlib.viz.projections import (
+    METHOD_NAMES,
+    embed_2d,
+    joint_projection,
+    plot_projection_panels,
+    projection_maps,
+    subsample,
+)
 from cxrlib.viz.training import plot_ablation, plot_training_curves
 
 __all__ = [
@@ -49,6 +56,7 @@ __all__ = [
     # projections
     "embed_2d",
     "joint_projection",
+    "projection_maps",
     "subsample",
     "plot_projection_panels",
     # maps

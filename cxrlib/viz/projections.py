@@ -21,7 +21,14 @@ from matplotlib.lines import Line2D
 from cxrlib.metrics.groups import subsample
 from cxrlib.viz._common import MODALITY_MARKERS, finish, finite_matrix, labels_and_colors
 
-__all__ = ["METHOD_NAMES", "embed_2d", "joint_projection", "subsample", "plot_projection_panels"]
+__all__ = [
+    "METHOD_NAMES",
+    "embed_2d",
+    "joint_projection",
+    "projection_maps",
+    "subsample",
+    "plot_projection_panels",
+]
 
 #: How figure titles spell each 2-D method of :func:`embed_2d`.
 METHOD_NAMES: dict[str, str] = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
@@ -173,6 +180,59 @@ def joint_projection(
         n_threads=n_threads,
     )
     return both[: img.shape[0]], both[img.shape[0] :]
+
+
+def _projection_job(
+    image_emb: np.ndarray,
+    text_emb: np.ndarray,
+    method: str,
+    seed: int,
+    perplexity: float,
+    n_neighbors: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One :func:`joint_projection` at one thread of every pool (BLAS, OpenMP): the same bits in any process."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return joint_projection(image_emb, text_emb, method, seed, perplexity, n_neighbors, n_threads=1)
+
+
+def projection_maps(
+    spaces: dict[str, tuple[np.ndarray, np.ndarray]],
+    methods: Sequence[str],
+    seed: int = 0,
+    perplexity: float = 30.0,
+    n_neighbors: int = 15,
+    workers: int = 1,
+) -> dict[str, list[tuple[str, np.ndarray, np.ndarray]]]:
+    """:func:`joint_projection` of every space with every method, fitted side by side.
+
+    Each fit is a :func:`cxrlib.parallel.run_jobs` job at one thread (``workers`` processes, ``run.workers``),
+    so the maps are the same bits for any ``workers``; on 2 cores the two t-SNE fits of notebook 04 take the
+    time of one.
+
+    Args:
+        spaces: panel title -> ``(image_emb (n, D), text_emb (n, D))``, e.g. before and after the projector.
+        methods: names for :func:`embed_2d` (``"tsne"``, ``"pca"``, ``"umap"``).
+        seed, perplexity, n_neighbors: see :func:`embed_2d`.
+        workers: processes in all (this one included).
+
+    Returns:
+        method -> ``[(title, image_2d, text_2d), ...]`` in the order of ``spaces``, ready for
+        :func:`plot_projection_panels`.
+    """
+    from cxrlib.parallel import run_jobs
+
+    # every method's fits at both ends of the list (this process takes from the front, a worker from the back):
+    # the two slow t-SNE fits run side by side, the fast ones fill in
+    front = [(m, t) for m in methods for t in list(spaces)[0::2]]
+    back = [(m, t) for m in methods for t in list(spaces)[1::2]]
+    keys = front + back[::-1]
+    jobs = [(*spaces[t], m, seed, perplexity, n_neighbors) for m, t in keys]
+    names = [f"{METHOD_NAMES.get(m, m)} of {t!r}" for m, t in keys]
+    done = run_jobs(_projection_job, jobs, workers=workers, names=names, desc="2-D maps")
+    fitted = dict(zip(keys, done, strict=True))
+    return {m: [(t, *fitted[(m, t)]) for t in spaces] for m in methods}
 
 
 def plot_projection_panels(
