@@ -258,8 +258,8 @@ class RunConfig(_JsonConfig):
     )
     workers: int = _f(
         2,
-        "processes for independent trainings on CPU (02: the two demo backbones; 03: the heads and the loss "
-        "ablation), this one included; each training runs at one thread, so this changes the wall time, never a "
+        "processes for independent jobs on CPU (02: the two demo backbones; 03: the heads and the loss ablation; "
+        "04: the 2-D maps), this one included; each job runs at one thread, so this changes the wall time, never a "
         "number (cxrlib.parallel); 1 = one after another in this process",
     )
 
