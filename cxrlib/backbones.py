@@ -226,6 +226,7 @@ class Backbone:
     device: torch.device
     logit_scale: float
     info: dict = field(default_factory=dict)
+    _norm_cache: tuple | None = field(default=None, repr=False, compare=False)
 
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
         """Grayscale images -> normalised float (B, 3, S, S) on ``device``.
@@ -253,9 +254,19 @@ class Backbone:
             raise ValueError(
                 f"expected uint8 images (B, H, W) or float32 images (B, S, S) in [0, 1], got dtype {images.dtype}"
             )
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
-        return (x.expand(-1, 3, -1, -1) - mean) / std
+        scale, shift = self._norm(x.device)
+        # (x - mean) / std in one pass, written channels-last (B, S, S, 3) and viewed as (B, 3, S, S): the layout
+        # the CPU model runs in (backbone_from_model), so no reorder before the first convolution
+        nhwc = torch.addcmul(shift, x.permute(0, 2, 3, 1).expand(-1, -1, -1, 3), scale)
+        return nhwc.permute(0, 3, 1, 2)
+
+    def _norm(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1 / std, -mean / std) as (1, 1, 1, 3) tensors on ``device``, made once per device (not per batch)."""
+        key = (str(device), tuple(self.mean), tuple(self.std))
+        if self._norm_cache is None or self._norm_cache[0] != key:
+            mean, std = (torch.tensor(v, device=device).view(1, 1, 1, 3) for v in (self.mean, self.std))
+            self._norm_cache = (key, (1.0 / std, -mean / std))
+        return self._norm_cache[1]
 
     def describe(self) -> dict:
         """JSON-able record of what was loaded (stored with every embedding file)."""
@@ -634,7 +645,8 @@ def backbone_from_model(
     :func:`load_backbone` ends here; benchmarks use it for architectures built in memory (random weights). Image
     size, mean and std come from the model's preprocess config (``open_clip.get_model_preprocess_cfg``), the
     context length from the tokenizer, the embedding dim from a probe text, and ``weights_id`` from
-    :func:`state_dict_checksum`. The model is put in eval mode.
+    :func:`state_dict_checksum`. The model is put in eval mode, and on a CPU in channels-last memory format
+    (faster convolutions; the weights and ``weights_id`` are unchanged).
     """
     import open_clip
 
@@ -647,6 +659,8 @@ def backbone_from_model(
     with torch.no_grad():
         probe = model.encode_text(tokenizer(["probe"]).to(dev))
     checksum = state_dict_checksum(model)
+    if dev.type == "cpu":  # oneDNN's convolutions run ~30 % faster on NHWC (the demo's ResNet tower)
+        model.to(memory_format=torch.channels_last)
     ls = getattr(model, "logit_scale", None)
     logit_scale = float(ls.exp().item()) if isinstance(ls, torch.Tensor) else float("nan")
     return Backbone(

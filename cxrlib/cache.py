@@ -202,16 +202,17 @@ def checksum_path(path: str | os.PathLike[str]) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def write_checksum(path: str | os.PathLike[str], digest: str | None = None) -> str:
+def write_checksum(path: str | os.PathLike[str], digest: str | None = None, fsync: bool = True) -> str:
     """Record the sha256 of ``path`` in ``<path>.sha256`` (``"<hex>  <name>\\n"``, as ``sha256sum`` writes it).
 
     ``digest``: the sha256 the caller already computed from the bytes it wrote (saves reading the file again).
     Write the data file first, then its checksum: a crash in between leaves a file without a record, which
-    readers treat as unverified (and recompute), never as a wrong record. Returns the digest.
+    readers treat as unverified (and recompute), never as a wrong record. ``fsync=False`` for records of
+    scratch files that a reader verifies and recomputes anyway. Returns the digest.
     """
     path = Path(path)
     digest = (digest or sha256_file(path)).lower()
-    write_text_atomic(checksum_path(path), f"{digest}  {path.name}\n")
+    write_text_atomic(checksum_path(path), f"{digest}  {path.name}\n", fsync=fsync)
     return digest
 
 

@@ -299,14 +299,15 @@ def _load_part(f: Path, shape: tuple[int, int]) -> np.ndarray | None:
 
 def _save_part(f: Path, arr: np.ndarray) -> None:
     """Write a chunk atomically, then its sha256 record; chunks with NaN/inf are not kept (the run fails later
-    and a rerun recomputes them)."""
+    and a rerun recomputes them). No fsync: a chunk is scratch for resuming, and one that a crash left damaged
+    fails its checksum on the next run and is recomputed (:func:`_load_part`)."""
     if not np.isfinite(arr).all():
         return
     buf = io.BytesIO()
     np.save(buf, arr)
     data = buf.getvalue()
-    write_bytes_atomic(f, data)
-    write_checksum(f, sha256_data(data))
+    write_bytes_atomic(f, data, fsync=False)
+    write_checksum(f, sha256_data(data), fsync=False)
 
 
 def _open_parts(parts: Path, layout: dict, force: bool) -> None:
@@ -512,13 +513,16 @@ def _extract(
     bar.update(len(ids) - n_todo)
     if todo_batches:
         ds.cache = model_input_images(backbone, image_cache)  # the resized copy is opened only when needed
-        loader = torch.utils.data.DataLoader(
-            torch.utils.data.Subset(ds, todo_batches),
-            batch_size=None,
-            num_workers=num_workers,
-            pin_memory=dev.type == "cuda",
-            persistent_workers=False,
-        )
+        if num_workers > 0 or dev.type == "cuda":  # decoding in worker processes / pinned memory for the GPU
+            loader = torch.utils.data.DataLoader(
+                torch.utils.data.Subset(ds, todo_batches),
+                batch_size=None,
+                num_workers=num_workers,
+                pin_memory=dev.type == "cuda",
+                persistent_workers=False,
+            )
+        else:  # the same batches read here, without the DataLoader's per-batch machinery
+            loader = (ds[k] for k in todo_batches)
         pending: dict[int, np.ndarray] = {}
         for k, batch in loader:
             x = backbone.prepare_images(batch)

@@ -87,7 +87,8 @@ def _phantom(work_dir: Path, cfg: PhantomConfig, seed: int, image_size: int, pro
 
     out = work_dir / "phantom"
     stamp = out / "corpus.json"
-    key = {"phantom": cfg.to_dict(), "seed": int(seed), "image_size": int(image_size), "generator": 2}
+    # "generator": bumped whenever the phantom's rendering or report grammar changes (3: longer normal phrasings)
+    key = {"phantom": cfg.to_dict(), "seed": int(seed), "image_size": int(image_size), "generator": 3}
     cached = out / "manifest.parquet"
     out.mkdir(parents=True, exist_ok=True)
     with file_lock(stamp):  # two runs of one profile: the second waits, then reuses the first's corpus

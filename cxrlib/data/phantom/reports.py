@@ -2,7 +2,8 @@
 
 A stochastic grammar with synonyms, varied sentence order, explicit negations of (some) absent findings,
 laterality and severity words that match the study, and comparisons with the prior study for follow-ups.
-Normal reports come from a small weighted set of phrasings, so many are identical, as in real collections.
+Normal reports come from a small weighted set of phrasings, so many are identical, as in real collections; two
+of them list more negatives, so that normal and abnormal report lengths overlap as they do in real collections.
 All text is SYNTHETIC.
 """
 
@@ -35,6 +36,19 @@ _NORMAL_FINDINGS: tuple[tuple[str, float], ...] = (
         "The lungs are well expanded and clear. The cardiomediastinal silhouette is within normal limits. "
         "No pneumothorax or pleural effusion.",
         0.1,
+    ),
+    # longer phrasings that list more negatives, as many real normal reports do: normal and abnormal lengths
+    # overlap, so a report's length gives its label away less (notebook 01 measures it)
+    (
+        "Heart size is normal. The lungs are clear. No focal consolidation. No pulmonary edema. "
+        "No pleural effusion or pneumothorax. No suspicious pulmonary nodule or mass. No acute osseous abnormality.",
+        0.24,
+    ),
+    (
+        "The heart size and mediastinal contours are within normal limits. The lungs are clear. "
+        "No focal airspace consolidation. There is no pulmonary edema. No pleural effusion or pneumothorax. "
+        "No discrete nodule or mass. The osseous structures are intact.",
+        0.2,
     ),
 )
 #: IMPRESSION sections of normal reports, with their weights.
@@ -214,8 +228,7 @@ def write_report(
         findings = _weighted(rng, _NORMAL_FINDINGS)
         impression = _weighted(rng, _NORMAL_IMPRESSIONS)
         negated = ["cardiomegaly", "pleural_effusion", "pneumothorax"]
-        if "consolidation" in findings:
-            negated.append("consolidation")
+        negated += [f for f in ("consolidation", "edema", "nodule") if f in findings]
         resolved = [k for k, c in study.changes.items() if c == "resolved" and k != miss]
         if resolved and rng.random() < 0.6:
             noun = _CHANGE_NOUNS[resolved[0]]
