@@ -102,7 +102,7 @@ _WEIGHT_SUFFIXES: tuple[str, ...] = (".safetensors", ".bin", ".pth")
 #: from a few hundred pairs than a ViT; subtle findings (a 6 mm nodule) are near the limit of what 64 px
 #: shows, which keeps the demo task hard. Text: a 2-layer transformer over a word-level tokenizer built from
 #: the pretraining pool's text (:mod:`cxrlib.demo_backbone`), pooled at its ``[EOS]`` token (id 3, padding
-#: id 0); context 112 holds every phantom report (12-102 tokens, median 33). Its MLPs are 2x wide, not CLIP's
+#: id 0); context 112 holds every phantom report (14-102 tokens, median 39). Its MLPs are 2x wide, not CLIP's
 #: 4x: the text tower was half the pretraining time, and over two seeds 2x matched 4x (R@10 and label mAP
 #: within the seed-to-seed spread) at 17 % less time per step.
 DEMO_MODEL_CFG: dict = {

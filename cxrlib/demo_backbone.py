@@ -21,7 +21,7 @@ are saved in each bundle and the bundle's ``open_clip_config.json`` names them w
 (the bundle folder itself): for a ``local-dir:`` model, ``open_clip.get_tokenizer`` always loads an
 ``HFTokenizer`` from the bundle folder when ``hf_tokenizer_name`` is set, so no path of this machine is written.
 The text tower pools at the ``[EOS]`` token (``pool_type="eos"``, ``eos_id=3``) behind CLIP's causal mask.
-The phantom's reports need 12-102 tokens (median 33); the context of 112 covers them all.
+The phantom's reports need 14-102 tokens (median 39); the context of 112 covers them all.
 """
 
 from __future__ import annotations
