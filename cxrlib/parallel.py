@@ -103,19 +103,11 @@ def shutdown_workers() -> None:
 atexit.register(shutdown_workers)
 
 
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """torch at one intra-op thread inside the block, restored after it."""
-    import torch
+def one_thread():
+    """torch at one intra-op thread inside the block, restored after it (:func:`cxrlib.runtime.torch_threads`)."""
+    from cxrlib.runtime import torch_threads
 
-    before = torch.get_num_threads()
-    if before != 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if before != 1:
-            torch.set_num_threads(before)
+    return torch_threads(1)
 
 
 @contextmanager

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "resolve_device", "set_threads"]
+__all__ = ["seed_everything", "resolve_device", "set_threads", "torch_threads"]
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -53,3 +55,20 @@ def set_threads(n: int | None) -> int:
     if n:
         torch.set_num_threads(int(n))
     return torch.get_num_threads()
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch at ``n`` intra-op threads inside the block (0 = unchanged), the previous count restored after it.
+
+    No call when the count is already ``n``: a ``torch.set_num_threads`` call alone can move later float bits.
+    """
+    before = torch.get_num_threads()
+    change = bool(n) and n != before
+    if change:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if change:
+            torch.set_num_threads(before)

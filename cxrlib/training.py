@@ -21,8 +21,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +34,7 @@ from cxrlib.cache import atomic_path, atomic_write, file_lock, sha256_data, sha2
 from cxrlib.config import LOSS_TERMS, ConfigError, LossConfig, ProjectorConfig, TrainConfig
 from cxrlib.losses import CompositeLoss
 from cxrlib.projector import MultiTaskProjector
-from cxrlib.runtime import resolve_device, seed_everything
+from cxrlib.runtime import resolve_device, seed_everything, torch_threads
 
 __all__ = [
     "EmbeddingSet",
@@ -342,20 +340,6 @@ def _check_set(data: EmbeddingSet, what: str, in_dim: int, need_binary: bool) ->
             )
 
 
-@contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """torch at ``n`` intra-op threads inside the block (0 = unchanged), restored after it."""
-    before = torch.get_num_threads()
-    change = bool(n) and n != before  # no call when nothing changes: a call alone can move float bits
-    if change:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if change:
-            torch.set_num_threads(before)
-
-
 def train_projector(
     train: EmbeddingSet,
     val: EmbeddingSet,
@@ -393,7 +377,7 @@ def train_projector(
         )
 
     device = resolve_device(train_cfg.device)
-    with _threads(train_cfg.threads if device.type == "cpu" else 0):
+    with torch_threads(train_cfg.threads if device.type == "cpu" else 0):
         return _train(train, val, projector_cfg, loss_cfg, train_cfg, progress, device, by_findings, steps)
 
 
