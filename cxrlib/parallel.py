@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 __all__ = ["run_jobs", "start_jobs", "Jobs", "start_workers", "one_thread", "JobError", "shutdown_workers"]
@@ -187,7 +187,7 @@ class Jobs:
         bar = tqdm(total=n, desc=self.desc, disable=not self.progress or n == 0)
         counted: set[Future] = set()
         try:
-            with _kept_rng(), one_thread() if self.cpu else _nothing():
+            with _kept_rng(), one_thread() if self.cpu else nullcontext():
                 while (i := self._take()) is not None:
                     try:
                         self.results[i] = self.fn(*self.jobs[i])
@@ -276,8 +276,3 @@ def run_jobs(
         JobError: a job raised; the message names it and the original error is chained.
     """
     return start_jobs(fn, jobs, workers, device, names, desc, progress).result()
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
